@@ -1,0 +1,428 @@
+"""Parse and validate batches of raw lines, vectorised, and split them into events and quarantine.
+
+For one source and one data date, `PartitionParser.parse_file` turns the line batches of a
+file into `ParsedBatch`es: valid records (typed columns) and quarantined records (the raw
+line and every reason it failed). Every line read is accounted for: loaded, quarantined,
+folded into a multi-line record as a continuation, or ignored as blank.
+
+Stages, each a polars expression over the whole batch:
+1. decode UTF-8 (a batch with invalid bytes falls back to per-line decoding);
+2. fold multi-line records (sources with `record_start`);
+3. match the line pattern, cast fields to their types;
+4. validate with pandera (polars backend) and collect failures by row position.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
+from pandera.errors import SchemaErrors
+
+from pipeline.engine.reader import FileReadError, LineBatch
+from pipeline.sources.spec import FieldSpec, SourceSpec
+
+_MATCH_GROUP = "__record__"
+_ROW = "__row"
+# Longest failing value kept in a reason; the full evidence is in `raw_line`.
+_MAX_VALUE_CHARS = 200
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "integer": pl.Int64(),
+    "float": pl.Float64(),
+    "timestamp": pl.Datetime("us", "UTC"),
+}
+
+REASON_DTYPE = pl.Struct({"field": pl.String, "check": pl.String, "value": pl.String})
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "line_number": pl.Int64(),
+    "raw_line": pl.String(),
+    "raw_bytes": pl.Binary(),
+    "reasons": pl.List(REASON_DTYPE),
+    "reason": pl.String(),
+}
+
+
+def events_schema(spec: SourceSpec) -> dict[str, pl.DataType]:
+    """Column types of a source's valid rows as produced by the parser."""
+    schema: dict[str, pl.DataType] = {
+        "source_file": pl.String(),
+        "line_number": pl.Int64(),
+        spec.timestamp.field: POLARS_TYPES["timestamp"],
+    }
+    schema.update({name: POLARS_TYPES[field.type] for name, field in spec.fields.items()})
+    return schema
+
+
+@dataclass
+class ParsedBatch:
+    """The outcome of one batch of lines."""
+
+    events: pl.DataFrame
+    quarantined: pl.DataFrame
+    lines_read: int
+    lines_ignored: int
+    continuation_lines: int
+
+
+def quarantine_entry(source_file: str, line_number: int, field: str, check: str, value: str) -> pl.DataFrame:
+    """A single quarantine row for evidence that is not a line (e.g. an unreadable file)."""
+    return pl.DataFrame(
+        {
+            "source_file": [source_file],
+            "line_number": [line_number],
+            "raw_line": [""],
+            "raw_bytes": [None],
+            "reasons": [[{"field": field, "check": check, "value": value}]],
+            "reason": [f"{field}: {check} ({value})"],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _decode(lines: pa_arrow.LargeBinaryArray) -> tuple[pl.Series, pl.Series | None]:
+    """Decode lines as UTF-8. Returns the text and, only when some line is not valid
+    UTF-8, the raw bytes (null for valid lines); invalid bytes show as `\\xNN` in the text."""
+    try:
+        return pl.Series("text", pc.cast(lines, pa_arrow.large_string())), None
+    except pa_arrow.ArrowInvalid:
+        pass
+    texts: list[str] = []
+    raws: list[bytes | None] = []
+    for raw in lines.to_pylist():
+        try:
+            texts.append(raw.decode("utf-8"))
+            raws.append(None)
+        except UnicodeDecodeError:
+            texts.append(raw.decode("utf-8", errors="backslashreplace"))
+            raws.append(raw)
+    return pl.Series("text", texts, dtype=pl.String), pl.Series("raw_bytes", raws, dtype=pl.Binary)
+
+
+def _pandera_check(name: str, args: object) -> pa.Check:
+    factory = getattr(pa.Check, name)
+    return factory(*args) if isinstance(args, list) and name in {"in_range", "str_length"} else factory(args)
+
+
+class PartitionParser:
+    """Parses the files of one source for one data date."""
+
+    def __init__(self, spec: SourceSpec, day: dt.date) -> None:
+        self.spec = spec
+        self.day = day
+        self._pattern = f"(?P<{_MATCH_GROUP}>{spec.pattern})"
+        tolerance = dt.timedelta(minutes=spec.timestamp.tolerance_minutes)
+        day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        self.earliest = day_start - tolerance
+        self.latest = day_start + dt.timedelta(days=1) + tolerance
+        self._day_check = f"within_day({day.isoformat()} UTC ±{spec.timestamp.tolerance_minutes} min)"
+        self.schema = self._build_schema()
+        self._events_schema = events_schema(spec)
+
+    def _build_schema(self) -> pa.DataFrameSchema:
+        columns = {
+            self.spec.timestamp.field: pa.Column(
+                POLARS_TYPES["timestamp"],
+                checks=[pa.Check.in_range(self.earliest, self.latest, include_max=False)],
+                nullable=False,
+            )
+        }
+        for name, field in self.spec.fields.items():
+            columns[name] = pa.Column(
+                POLARS_TYPES[field.type],
+                checks=[_pandera_check(check, args) for check, args in field.checks.items()],
+                nullable=field.nullable,
+            )
+        # Extra bookkeeping columns (row position, file, line) are allowed through.
+        return pa.DataFrameSchema(columns, strict=False, name=f"{self.spec.name}_events")
+
+    # -- stage 3: fields -------------------------------------------------------------
+    def _typed(self, name: str, field: FieldSpec) -> tuple[pl.Expr, pl.Expr]:
+        """Expression producing the typed column, and one flagging values that failed to cast."""
+        raw = pl.col(name)
+        if field.replace:
+            raw = raw.replace(field.replace)
+        if field.null_values:
+            raw = pl.when(raw.is_in(field.null_values)).then(None).otherwise(raw)
+        if field.type == "string":
+            typed = raw
+        elif field.type == "timestamp":
+            typed = self._timestamp(raw, field_format=None)
+        else:
+            typed = raw.str.strip_chars().cast(POLARS_TYPES[field.type], strict=False)
+        return typed.alias(name), (raw.is_not_null() & typed.is_null())
+
+    def _timestamp(self, raw: pl.Expr, field_format: str | None) -> pl.Expr:
+        spec = self.spec.timestamp
+        fmt = field_format or spec.format
+        parsed = raw.str.strptime(pl.Datetime("us"), fmt, strict=False)
+        if "%z" in fmt or "%:z" in fmt:
+            return parsed.dt.convert_time_zone("UTC")
+        # Local times that do not exist or are ambiguous (DST changes) become null and are
+        # quarantined rather than silently shifted.
+        return parsed.dt.replace_time_zone(
+            spec.timezone, ambiguous="null", non_existent="null"
+        ).dt.convert_time_zone("UTC")
+
+    # -- stages 1-4 -------------------------------------------------------------------
+    def parse_file(self, batches: Iterable[LineBatch], source_file: str) -> Iterator[ParsedBatch]:
+        """Parse every batch of one file; multi-line records are carried across batches."""
+        carry: pl.DataFrame | None = None
+        seen_record_start = False
+        for batch, is_last in _lookahead(batches):
+            frame = self._line_frame(batch)
+            lines_read = frame.height
+            if not self.spec.multiline:
+                blank = frame["text"].str.strip_chars() == ""
+                ignored = int(blank.sum())
+                records = frame.filter(~blank)
+                yield self._finish(records, source_file, lines_read, ignored, 0, orphans=None)
+                continue
+            if carry is not None:
+                frame = pl.concat([carry, frame], how="vertical_relaxed")
+                carry = None
+            starts = frame["text"].str.contains(self.spec.record_start or "")
+            record_id = starts.cast(pl.Int64).cum_sum()
+            if not seen_record_start:
+                # Lines before the first record of the file continue nothing: quarantined
+                # (blank ones ignored).
+                orphan_rows = frame.filter(record_id == 0)
+                frame = frame.filter(record_id > 0)
+                record_id = record_id.filter(record_id > 0)
+                orphan_blank = orphan_rows["text"].str.strip_chars() == ""
+                ignored = int(orphan_blank.sum())
+                orphans = orphan_rows.filter(~orphan_blank)
+            else:
+                ignored, orphans = 0, None
+            seen_record_start = seen_record_start or bool(starts.any())
+            frame = frame.with_columns(record_id.alias("record_id"))
+            if not is_last and frame.height:
+                last_id = frame["record_id"][-1]
+                carry = frame.filter(pl.col("record_id") == last_id).drop("record_id")
+                frame = frame.filter(pl.col("record_id") != last_id)
+            continuation = frame.height - int(frame["record_id"].n_unique()) if frame.height else 0
+            records = self._fold(frame) if continuation else frame.drop("record_id")
+            yield self._finish(records, source_file, lines_read, ignored, continuation, orphans)
+
+    def _line_frame(self, batch: LineBatch) -> pl.DataFrame:
+        text, raw_bytes = _decode(batch.lines)
+        frame = pl.DataFrame(
+            {
+                "line_number": pl.int_range(
+                    batch.first_line_number, batch.first_line_number + len(batch.lines), dtype=pl.Int64, eager=True
+                ),
+                "text": text,
+            }
+        )
+        if raw_bytes is None:
+            return frame.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes"))
+        return frame.with_columns(raw_bytes)
+
+    def _fold(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Merge each record's continuation lines into its text (multi-line records)."""
+        folded = frame.group_by("record_id", maintain_order=True).agg(
+            pl.col("line_number").first(),
+            pl.col("text").str.join("\n"),
+            pl.col("raw_bytes"),
+        )
+        invalid = folded["raw_bytes"].list.eval(pl.element().is_not_null()).list.any()
+        if not invalid.any():
+            return folded.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes")).drop("record_id")
+        # Rare: rebuild the exact bytes of records holding invalid UTF-8.
+        rebuilt = [
+            b"\n".join(part if part is not None else text_line.encode() for part, text_line in zip(parts, text.split("\n")))
+            if bad
+            else None
+            for parts, text, bad in zip(folded["raw_bytes"].to_list(), folded["text"].to_list(), invalid.to_list())
+        ]
+        return folded.with_columns(pl.Series("raw_bytes", rebuilt, dtype=pl.Binary)).drop("record_id")
+
+    def _finish(
+        self,
+        records: pl.DataFrame,
+        source_file: str,
+        lines_read: int,
+        ignored: int,
+        continuation: int,
+        orphans: pl.DataFrame | None,
+    ) -> ParsedBatch:
+        records = records.with_row_index(_ROW)
+        parsed = records.select(
+            _ROW, pl.col("text").str.extract_groups(self._pattern).alias("groups")
+        ).unnest("groups")
+        matched = parsed[_MATCH_GROUP].is_not_null()
+        reasons: list[pl.DataFrame] = []
+
+        invalid_utf8 = records.filter(pl.col("raw_bytes").is_not_null())
+        if invalid_utf8.height:
+            reasons.append(_reasons(invalid_utf8[_ROW], "line", "valid_utf8", invalid_utf8["text"]))
+        unmatched = records.filter(~matched)
+        if unmatched.height:
+            reasons.append(_reasons(unmatched[_ROW], "line", "matches_format", unmatched["text"]))
+
+        candidates = parsed.filter(matched)
+        typed_exprs, cast_failed = [pl.col(_ROW)], []
+        ts_typed = self._timestamp(pl.col(self.spec.timestamp.field), None)
+        typed_exprs.append(ts_typed.alias(self.spec.timestamp.field))
+        cast_failed.append(
+            (self.spec.timestamp.field, f"parses_as_timestamp({self.spec.timestamp.format})",
+             pl.col(self.spec.timestamp.field).is_not_null() & ts_typed.is_null())
+        )
+        for name, field in self.spec.fields.items():
+            typed, failed = self._typed(name, field)
+            typed_exprs.append(typed)
+            if field.type != "string":
+                cast_failed.append((name, f"parses_as_{field.type}", failed))
+        typed_frame = candidates.select(
+            *typed_exprs,
+            *(failed.alias(f"__failed_{name}") for name, _check, failed in cast_failed),
+            *(pl.col(name).alias(f"__raw_{name}") for name, _check, _failed in cast_failed),
+        )
+        for name, check, _failed in cast_failed:
+            bad = typed_frame.filter(pl.col(f"__failed_{name}"))
+            if bad.height:
+                reasons.append(_reasons(bad[_ROW], name, check, bad[f"__raw_{name}"]))
+        typed_frame = typed_frame.select(_ROW, *self.spec.columns)
+        reasons.extend(self._validate(typed_frame))
+
+        if reasons:
+            failures = (
+                pl.concat(reasons)
+                .unique(subset=[_ROW, "field"], keep="first", maintain_order=True)
+                .group_by(_ROW, maintain_order=True)
+                .agg(
+                    pl.struct("field", "check", "value").alias("reasons"),
+                    pl.format("{}: {} (got {})", "field", "check", pl.col("value").fill_null("null"))
+                    .str.join("; ")
+                    .alias("reason"),
+                )
+            )
+            bad_rows = failures[_ROW]
+        else:
+            failures = None
+            bad_rows = pl.Series(_ROW, [], dtype=pl.UInt32)
+
+        good = typed_frame.filter(~pl.col(_ROW).is_in(bad_rows.implode()))
+        good_positions = records.select(_ROW, "line_number")
+        events = (
+            good.join(good_positions, on=_ROW, how="left")
+            .select(
+                pl.lit(source_file, dtype=pl.String).alias("source_file"),
+                "line_number",
+                *self.spec.columns,
+            )
+            .cast(self._events_schema)  # type: ignore[arg-type]
+        )
+        quarantined_parts = []
+        if failures is not None:
+            quarantined_parts.append(
+                failures.join(records, on=_ROW, how="left").select(
+                    pl.lit(source_file, dtype=pl.String).alias("source_file"),
+                    "line_number",
+                    pl.col("text").alias("raw_line"),
+                    "raw_bytes",
+                    "reasons",
+                    "reason",
+                )
+            )
+        if orphans is not None and orphans.height:
+            quarantined_parts.append(
+                orphans.select(
+                    pl.lit(source_file, dtype=pl.String).alias("source_file"),
+                    "line_number",
+                    pl.col("text").alias("raw_line"),
+                    "raw_bytes",
+                    pl.concat_list(
+                        pl.struct(
+                            pl.lit("line").alias("field"),
+                            pl.lit("follows_a_record").alias("check"),
+                            pl.lit("continuation line with no record before it in its file").alias("value"),
+                        )
+                    ).alias("reasons"),
+                    pl.lit(
+                        "line: follows_a_record (got continuation line with no record before it in its file)"
+                    ).alias("reason"),
+                )
+            )
+        quarantined = (
+            pl.concat([part.cast(QUARANTINE_SCHEMA) for part in quarantined_parts])  # type: ignore[arg-type]
+            .sort("line_number")
+            if quarantined_parts
+            else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        )
+        return ParsedBatch(events, quarantined, lines_read, ignored, continuation)
+
+    def _validate(self, typed_frame: pl.DataFrame) -> list[pl.DataFrame]:
+        """Run the pandera schema; return failures as (row, field, check, value) frames."""
+        if not typed_frame.height:
+            return []
+        try:
+            self.schema.validate(typed_frame, lazy=True)
+        except SchemaErrors as errors:
+            cases = errors.failure_cases
+            data_failures = cases.filter(pl.col("index").is_not_null())
+            if data_failures.height < cases.height:
+                # A failure without a row position is a schema problem (e.g. a column of the
+                # wrong type): that is a bug in the source definition, not bad data.
+                raise
+            rows = typed_frame[_ROW].gather(data_failures["index"].cast(pl.UInt32))
+            check = pl.col("check")
+            renamed = (
+                pl.when((pl.col("column") == self.spec.timestamp.field) & check.str.starts_with("in_range"))
+                .then(pl.lit(self._day_check))
+                .otherwise(check)
+                .alias("check")
+            )
+            return [
+                pl.DataFrame(
+                    {
+                        _ROW: rows,
+                        "field": data_failures["column"],
+                        "check": data_failures.select(renamed)["check"],
+                        "value": data_failures["failure_case"].cast(pl.String).str.slice(0, _MAX_VALUE_CHARS),
+                    }
+                )
+            ]
+        return []
+
+
+def _reasons(rows: pl.Series, field: str, check: str, values: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            _ROW: rows.cast(pl.UInt32),
+            "field": pl.Series([field] * len(rows), dtype=pl.String),
+            "check": pl.Series([check] * len(rows), dtype=pl.String),
+            "value": values.cast(pl.String).str.slice(0, _MAX_VALUE_CHARS),
+        }
+    )
+
+
+def _lookahead(batches: Iterable[LineBatch]) -> Iterator[tuple[LineBatch, bool]]:
+    """Yield each batch with a flag telling whether it is the file's last one.
+
+    If reading fails, the batch in hand is still yielded (as the last) before the error
+    propagates, so no line that was read goes unaccounted.
+    """
+    iterator = iter(batches)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    while True:
+        try:
+            following = next(iterator)
+        except StopIteration:
+            yield current, True
+            return
+        except FileReadError:
+            yield current, True
+            raise
+        yield current, False
+        current = following

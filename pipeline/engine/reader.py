@@ -1,0 +1,108 @@
+"""Stream a log file as batches of raw lines, in bounded memory.
+
+Lines are split with numpy over a byte chunk and handed on as one Arrow binary array per
+batch: no Python object per line. Line terminators (`\\n`, `\\r\\n`) are removed; every
+other byte is kept exactly (NUL bytes, invalid UTF-8), so the raw line can be preserved
+byte for byte in the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+_NEWLINE = 10
+_CARRIAGE_RETURN = 13
+# Errors that mean "the bytes of this file cannot be read any further".
+READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+@dataclass(frozen=True)
+class LineBatch:
+    """Consecutive lines of one file: `lines[i]` is line number `first_line_number + i`."""
+
+    lines: pa.LargeBinaryArray
+    first_line_number: int
+
+
+class FileReadError(Exception):
+    """The file could not be read to its end; `line_number` is the first line not read."""
+
+    def __init__(self, message: str, line_number: int) -> None:
+        super().__init__(message)
+        self.line_number = line_number
+
+
+def split_lines(data: bytes, *, final: bool) -> tuple[pa.LargeBinaryArray, bytes]:
+    """Split `data` into complete lines; return them and the unterminated remainder.
+
+    With `final`, the remainder is the last line of the file (no trailing newline) and is
+    returned as a line too.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buffer == _NEWLINE)
+    end_of_complete = int(newlines[-1]) + 1 if len(newlines) else 0
+    starts = np.concatenate(([0], newlines + 1))[: len(newlines)]
+    ends = newlines.copy()
+    # A carriage return right before a newline belongs to the terminator (CRLF files).
+    has_cr = np.zeros(len(ends), dtype=bool)
+    nonempty = ends > starts
+    has_cr[nonempty] = buffer[ends[nonempty] - 1] == _CARRIAGE_RETURN
+    ends = ends - has_cr
+    if final and end_of_complete < len(data):
+        starts = np.append(starts, end_of_complete)
+        ends = np.append(ends, len(data))
+        end_of_complete = len(data)
+    lengths = (ends - starts).astype(np.int64)
+    # Mark the bytes inside lines with a +1/-1 difference array and a cumsum: this drops
+    # the terminators in one vectorised pass.
+    size = len(buffer) + 1
+    inside = np.cumsum(np.bincount(starts, minlength=size) - np.bincount(ends, minlength=size))[:-1] > 0
+    content = buffer[inside]
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    lines = pa.Array.from_buffers(
+        pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(content.tobytes())]
+    )
+    return lines, data[end_of_complete:]
+
+
+def open_log(stream: BinaryIO, gzipped: bool) -> BinaryIO:
+    """Wrap a raw stream so that it yields the file's decompressed bytes."""
+    return gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream  # type: ignore[return-value]
+
+
+def iter_line_batches(stream: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[LineBatch]:
+    """Yield the stream's lines in batches of about `chunk_bytes` bytes.
+
+    A line longer than `chunk_bytes` is read whole (memory grows with the longest line,
+    not with the file). If the bytes stop being readable (corrupt or truncated gzip, I/O
+    error), the lines read so far are yielded and `FileReadError` is raised.
+    """
+    line_number = 1
+    remainder = b""
+    while True:
+        try:
+            chunk = stream.read(chunk_bytes)
+        except READ_ERRORS as error:
+            if remainder:
+                lines, _ = split_lines(remainder, final=True)
+                yield LineBatch(lines, line_number)
+                line_number += len(lines)
+            raise FileReadError(f"{type(error).__name__}: {error}", line_number) from error
+        final = not chunk
+        data = remainder + chunk if remainder else chunk
+        if not data:
+            return
+        lines, remainder = split_lines(data, final=final)
+        if len(lines):
+            yield LineBatch(lines, line_number)
+            line_number += len(lines)
+        if final:
+            return

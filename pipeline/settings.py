@@ -1,0 +1,48 @@
+"""Deployment settings from environment variables, with embedded local defaults.
+
+Relative paths are resolved against the project root, so a fresh clone works from any
+working directory without touching anything outside the project.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS = {
+    "PIPELINE_LANDING_URL": "data/landing",
+    "PIPELINE_OUTPUT_URL": "data/output",
+    "PIPELINE_WAREHOUSE": "data/warehouse.duckdb",
+}
+
+
+class SettingsError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+def resolve_local(value: str) -> Path:
+    """A local path setting, relative ones taken from the project root."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where raw files land, where objects are written, and the warehouse file."""
+
+    landing_url: str
+    output_url: str
+    warehouse: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read `PIPELINE_*` variables, falling back to the local defaults."""
+        values = {name: os.environ.get(name) or default for name, default in DEFAULTS.items()}
+        return cls(
+            landing_url=values["PIPELINE_LANDING_URL"],
+            output_url=values["PIPELINE_OUTPUT_URL"],
+            warehouse=values["PIPELINE_WAREHOUSE"],
+        )

@@ -1,0 +1,31 @@
+"""Source definitions: each log source is data (a line format plus a schema)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.sources.spec import (
+    DEFAULT_SOURCES_FILE,
+    FieldSpec,
+    SourceConfigError,
+    SourceSpec,
+    TimestampSpec,
+    load_sources,
+)
+
+__all__ = [
+    "DEFAULT_SOURCES_FILE",
+    "FieldSpec",
+    "SourceConfigError",
+    "SourceSpec",
+    "TimestampSpec",
+    "configured_sources",
+    "load_sources",
+]
+
+
+def configured_sources() -> dict[str, SourceSpec]:
+    """The sources of this deployment: `PIPELINE_SOURCES_FILE` if set, else the built-in file."""
+    override = os.environ.get("PIPELINE_SOURCES_FILE")
+    return load_sources(Path(override) if override else DEFAULT_SOURCES_FILE)
