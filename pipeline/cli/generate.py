@@ -732,7 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pipeline.cli.generate",
         description="Generate a deterministic sample landing zone of hourly log files.",
     )
-    parser.add_argument("--root", type=Path, default=Path("data/landing"))
+    parser.add_argument(
+        "--root", type=Path, default=None, help="landing root (default: PIPELINE_LANDING_URL or data/landing)"
+    )
     parser.add_argument("--start", type=_parse_date, default=default_demo_days()[0])
     parser.add_argument("--days", type=_bounded(int, 1, 3660), default=7)
     parser.add_argument("--lines-per-hour", type=_bounded(int, 0, 10**9), default=200)
@@ -744,8 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     days = [args.start + timedelta(days=i) for i in range(int(args.days))]
+    root = args.root
+    if root is None:
+        from pipeline.settings import Settings, resolve_local
+
+        root = resolve_local(Settings.from_env().landing_url)
     partitions = generate_landing_zone(
-        args.root,
+        root,
         days,
         sources=args.sources,
         lines_per_hour=int(args.lines_per_hour),
