@@ -365,8 +365,10 @@ def _access_chunks(
                 f"{rng.randint(25, 29)}:{rng.randint(61, 99)}:00 {off}"
             )
             return f"{head}{ts}] {_access_tail(req)}"
-        # kind 4: valid timestamp, but a whole day before the partition
-        wall = wall_base + timedelta(seconds=secs[pos]) - timedelta(days=1)
+        # kind 4: valid timestamp, but two days before the partition: beyond any
+        # tolerance a parser allows around the day (a single day back from hour 23
+        # would land within an hour of the partition's start).
+        wall = wall_base + timedelta(seconds=secs[pos]) - timedelta(days=2)
         return f"{head}{_access_ts(wall, off)}] {_access_tail(req)}"
 
     bi = 0

@@ -1,8 +1,8 @@
 """The `pipeline` command: run the demo, generate sample data, summarise manifests.
 
-    pipeline demo                      # sample landing zone + a week of both sources + summary
-    pipeline generate --start 2024-01-15 --days 7
-    pipeline summary --start 2024-01-15 --end 2024-01-21
+pipeline demo                      # sample landing zone + a week of both sources + summary
+pipeline generate --start 2024-01-15 --days 7
+pipeline summary --start 2024-01-15 --end 2024-01-21
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def _local_dir(url: str, variable: str) -> Path:
 def summarise(start: dt.date, end: dt.date) -> list[str]:
     """Lines of a table built from the manifests of every source and day in [start, end]."""
     output = _local_dir(Settings.from_env().output_url, "PIPELINE_OUTPUT_URL")
-    header = f"{'source':<8} {'day':<10} {'status':<7} {'rows loaded':>11} {'quarantined':>11} {'rate':>7}  missing hours"
+    header = (
+        f"{'source':<8} {'day':<10} {'status':<7} {'rows loaded':>11} {'quarantined':>11} {'rate':>7}  missing hours"
+    )
     lines = [header, "-" * len(header)]
     for source in configured_sources():
         day = start
@@ -48,7 +50,11 @@ def summarise(start: dt.date, end: dt.date) -> list[str]:
                 manifest = json.loads(path.read_text())
                 missing = manifest["missing_hours"]
                 missing_text = (
-                    "none" if not missing else "all 24" if len(missing) == 24 else ", ".join(f"{h:02d}" for h in missing)
+                    "none"
+                    if not missing
+                    else "all 24"
+                    if len(missing) == 24
+                    else ", ".join(f"{h:02d}" for h in missing)
                 )
                 lines.append(
                     f"{source:<8} {day.isoformat():<10} {manifest['status']:<7} {manifest['rows_loaded']:>11,} "
@@ -69,15 +75,28 @@ def demo(args: argparse.Namespace) -> int:
     print(f"1/3 Generating sample logs for {days[0]}..{days[-1]} in {landing}")
     generate.generate_landing_zone(landing, days, lines_per_hour=args.lines_per_hour)
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "pipeline.definitions", "--select", "*",
-        "--partition-range", f"{days[0].isoformat()}...{days[-1].isoformat()}",
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "pipeline.definitions",
+        "--select",
+        "*",
+        "--partition-range",
+        f"{days[0].isoformat()}...{days[-1].isoformat()}",
     ]
     print(f"2/3 Materializing every asset for the week (DAGSTER_HOME={environment['DAGSTER_HOME']}):")
     print("    " + " ".join(command[1:]))
     completed = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        command,
+        cwd=PROJECT_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
     )
     log_path = resolve_local("data/demo-run.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +117,9 @@ def demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pipeline` console script."""
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="generate sample logs, materialize a week, print a summary")
     demo_parser.add_argument("--lines-per-hour", type=int, default=200, help="lines per source and hour (default 200)")

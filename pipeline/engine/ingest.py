@@ -111,7 +111,9 @@ def ingest_partition(
     is re-raised after it has been recorded.
     """
     started = time.perf_counter()
-    stats = PartitionStats(source=spec.name, partition_date=day.isoformat(), run_id=run_id, error_budget=spec.error_budget)
+    stats = PartitionStats(
+        source=spec.name, partition_date=day.isoformat(), run_id=run_id, error_budget=spec.error_budget
+    )
     failed_checks: Counter[str] = Counter()
     try:
         listing = list_partition(landing, spec.name, day)
@@ -121,7 +123,13 @@ def ingest_partition(
         stats.ignored_objects = listing.ignored_objects
         log.info(
             "ingest %s %s: %d files in %d of 24 hours from %s/%s (chunk %d bytes)",
-            spec.name, day, stats.files, len(stats.hours_present), landing.url, spec.name, chunk_bytes,
+            spec.name,
+            day,
+            stats.files,
+            len(stats.hours_present),
+            landing.url,
+            spec.name,
+            chunk_bytes,
         )
         for ignored in listing.ignored_objects:
             log.warning("ingest %s %s: ignoring %s (not an hour folder's .log/.log.gz file)", spec.name, day, ignored)
@@ -130,7 +138,10 @@ def ingest_partition(
             pl.lit(day, dtype=pl.Date).alias("partition_date"),
             pl.lit(run_id, dtype=pl.String).alias("run_id"),
         ]
-        quarantine_constants = [*constants, pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at")]
+        quarantine_constants = [
+            *constants,
+            pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
+        ]
 
         def load(connection: object, batch: ParsedBatch) -> None:
             if batch.events.height:
@@ -147,7 +158,9 @@ def ingest_partition(
                 room = SAMPLE_SIZE - len(stats.sample_quarantined)
                 if room > 0:
                     stats.sample_quarantined.extend(
-                        batch.quarantined.head(room).select("source_file", "line_number", "reason", "raw_line").to_dicts()
+                        batch.quarantined.head(room)
+                        .select("source_file", "line_number", "reason", "raw_line")
+                        .to_dicts()
                     )
 
         with warehouse.connect() as connection:
@@ -156,7 +169,9 @@ def ingest_partition(
             try:
                 Warehouse.delete_partition(connection, spec, day)
                 for landed in listing.files:
-                    _ingest_file(landed, parser, landing, chunk_bytes, lambda batch: load(connection, batch), stats, log)
+                    _ingest_file(
+                        landed, parser, landing, chunk_bytes, lambda batch: load(connection, batch), stats, log
+                    )
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -204,11 +219,17 @@ def _ingest_file(
         load(_evidence(landed.key, error.line_number, "file", "readable_to_end", str(error)))  # type: ignore[operator]
     stats.bytes_read += landed.size
     lines, loaded, quarantined = (
-        stats.lines_read - before[0], stats.rows_loaded - before[1], stats.rows_quarantined - before[2]
+        stats.lines_read - before[0],
+        stats.rows_loaded - before[1],
+        stats.rows_quarantined - before[2],
     )
     log.info(
         "file %s: %d lines, %d rows loaded, %d quarantined in %.2f s",
-        landed.key, lines, loaded, quarantined, time.perf_counter() - file_started,
+        landed.key,
+        lines,
+        loaded,
+        quarantined,
+        time.perf_counter() - file_started,
     )
 
 

@@ -57,7 +57,7 @@ def list_partition(store: ObjectStore, source: str, day: dt.date) -> PartitionLi
     files: list[LandedFile] = []
     ignored: list[str] = []
     for info in store.list(prefix):
-        relative = info.key[len(prefix):]
+        relative = info.key[len(prefix) :]
         parts = relative.split("/")
         match = _HOUR_FOLDER.match(parts[0]) if len(parts) == 2 else None
         hour = int(match.group(1)) if match else -1

@@ -167,9 +167,9 @@ class PartitionParser:
             return parsed.dt.convert_time_zone("UTC")
         # Local times that do not exist or are ambiguous (DST changes) become null and are
         # quarantined rather than silently shifted.
-        return parsed.dt.replace_time_zone(
-            spec.timezone, ambiguous="null", non_existent="null"
-        ).dt.convert_time_zone("UTC")
+        return parsed.dt.replace_time_zone(spec.timezone, ambiguous="null", non_existent="null").dt.convert_time_zone(
+            "UTC"
+        )
 
     # -- stages 1-4 -------------------------------------------------------------------
     def parse_file(self, batches: Iterable[LineBatch], source_file: str) -> Iterator[ParsedBatch]:
@@ -237,10 +237,12 @@ class PartitionParser:
             return folded.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes")).drop("record_id")
         # Rare: rebuild the exact bytes of records holding invalid UTF-8.
         rebuilt = [
-            b"\n".join(part if part is not None else text_line.encode() for part, text_line in zip(parts, text.split("\n")))
+            b"\n".join(
+                part if part is not None else text_line.encode() for part, text_line in zip(parts, text.split("\n"), strict=True)
+            )
             if bad
             else None
-            for parts, text, bad in zip(folded["raw_bytes"].to_list(), folded["text"].to_list(), invalid.to_list())
+            for parts, text, bad in zip(folded["raw_bytes"].to_list(), folded["text"].to_list(), invalid.to_list(), strict=True)
         ]
         return folded.with_columns(pl.Series("raw_bytes", rebuilt, dtype=pl.Binary)).drop("record_id")
 
@@ -254,9 +256,7 @@ class PartitionParser:
         orphans: pl.DataFrame | None,
     ) -> ParsedBatch:
         records = records.with_row_index(_ROW)
-        parsed = records.select(
-            _ROW, pl.col("text").str.extract_groups(self._pattern).alias("groups")
-        ).unnest("groups")
+        parsed = records.select(_ROW, pl.col("text").str.extract_groups(self._pattern).alias("groups")).unnest("groups")
         matched = parsed[_MATCH_GROUP].is_not_null()
         reasons: list[pl.DataFrame] = []
 
@@ -272,8 +272,11 @@ class PartitionParser:
         ts_typed = self._timestamp(pl.col(self.spec.timestamp.field), None)
         typed_exprs.append(ts_typed.alias(self.spec.timestamp.field))
         cast_failed.append(
-            (self.spec.timestamp.field, f"parses_as_timestamp({self.spec.timestamp.format})",
-             pl.col(self.spec.timestamp.field).is_not_null() & ts_typed.is_null())
+            (
+                self.spec.timestamp.field,
+                f"parses_as_timestamp({self.spec.timestamp.format})",
+                pl.col(self.spec.timestamp.field).is_not_null() & ts_typed.is_null(),
+            )
         )
         for name, field in self.spec.fields.items():
             typed, failed = self._typed(name, field)
@@ -346,14 +349,13 @@ class PartitionParser:
                             pl.lit("continuation line with no record before it in its file").alias("value"),
                         )
                     ).alias("reasons"),
-                    pl.lit(
-                        "line: follows_a_record (got continuation line with no record before it in its file)"
-                    ).alias("reason"),
+                    pl.lit("line: follows_a_record (got continuation line with no record before it in its file)").alias(
+                        "reason"
+                    ),
                 )
             )
         quarantined = (
-            pl.concat([part.cast(QUARANTINE_SCHEMA) for part in quarantined_parts])  # type: ignore[arg-type]
-            .sort("line_number")
+            pl.concat([part.cast(QUARANTINE_SCHEMA) for part in quarantined_parts]).sort("line_number")  # type: ignore[arg-type]
             if quarantined_parts
             else pl.DataFrame(schema=QUARANTINE_SCHEMA)
         )

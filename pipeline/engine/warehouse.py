@@ -169,4 +169,4 @@ FROM "{schema}".events WHERE false GROUP BY partition_date"""
         row = cursor.fetchone()
         if row is None:
             return {}
-        return {column[0]: value for column, value in zip(cursor.description, row)}
+        return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}

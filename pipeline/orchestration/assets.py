@@ -6,7 +6,6 @@ rows). Partition ranges run as one run (`BackfillPolicy.single_run()`, which the
 a range gets its own row counts, an empty day 0.
 """
 
-
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -138,8 +137,7 @@ def hours_complete_result(spec: SourceSpec, days: Sequence[PartitionStats]) -> A
         passed=not missing,
         severity=AssetCheckSeverity.WARN,
         description=(
-            "Missing hours: "
-            + "; ".join(f"{day}: {len(hours)} missing" for day, hours in missing.items())
+            "Missing hours: " + "; ".join(f"{day}: {len(hours)} missing" for day, hours in missing.items())
             if missing
             else f"All 24 hours present on {len(days)} day(s)"
         ),
@@ -195,7 +193,13 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         days = days_in_range(context.partition_key_range)
         context.log.info(
             "run %s: source=%s days=%s..%s (%d) %s chunk_bytes=%d",
-            context.run_id, spec.name, days[0], days[-1], len(days), pipeline.describe(), config.chunk_bytes,
+            context.run_id,
+            spec.name,
+            days[0],
+            days[-1],
+            len(days),
+            pipeline.describe(),
+            config.chunk_bytes,
         )
         landing, output, warehouse = pipeline.landing(), pipeline.output(), pipeline.warehouse()
         # An audit stamp for the DLQ, not data logic: the data date is the partition key.
@@ -203,8 +207,15 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         results: list[PartitionStats] = []
         for day in days:
             stats = ingest_partition(
-                spec, day, landing=landing, output=output, warehouse=warehouse, run_id=context.run_id,
-                quarantined_at=quarantined_at, chunk_bytes=config.chunk_bytes, log=context.log,
+                spec,
+                day,
+                landing=landing,
+                output=output,
+                warehouse=warehouse,
+                run_id=context.run_id,
+                quarantined_at=quarantined_at,
+                chunk_bytes=config.chunk_bytes,
+                log=context.log,
             )
             key = day.isoformat()
             context.add_asset_metadata(events_metadata(stats), asset_key=events_key(spec), partition_key=key)
@@ -234,7 +245,9 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
                 figures = warehouse.daily_metrics(connection, spec, day)
                 context.log.info("daily_metrics %s %s: %d row(s) %s", spec.name, day, rows, figures)
                 metadata: dict[str, Any] = {"dagster/row_count": rows}
-                metadata.update({name: _metadata_value(value) for name, value in figures.items() if name != "partition_date"})
+                metadata.update(
+                    {name: _metadata_value(value) for name, value in figures.items() if name != "partition_date"}
+                )
                 context.add_asset_metadata(metadata, partition_key=day.isoformat())
         return MaterializeResult()
 

@@ -12,8 +12,7 @@ from pipeline.settings import Settings, SettingsError, resolve_local
 def _store(url: str, variable: str) -> ObjectStore:
     if url.startswith("s3://"):
         raise SettingsError(
-            f"{variable}={url}: object-store URLs are not supported by this build yet; "
-            "use a local directory"
+            f"{variable}={url}: object-store URLs are not supported by this build yet; use a local directory"
         )
     if "://" in url:
         raise SettingsError(f"{variable}={url}: expected a local directory or an s3:// URL")
@@ -50,7 +49,4 @@ class PipelineResource(ConfigurableResource):
 
     def describe(self) -> str:
         """One line naming the mode and locations, logged at the start of every run."""
-        return (
-            f"mode=local landing={self.landing().url} output={self.output().url} "
-            f"warehouse={self.warehouse().path}"
-        )
+        return f"mode=local landing={self.landing().url} output={self.output().url} warehouse={self.warehouse().path}"

@@ -1,0 +1,270 @@
+"""The assets through Dagster itself: exact counts, empty days, metadata, checks, idempotency."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from pipeline.cli.generate import generate_landing_zone
+from pipeline_tests.conftest import PipelineEnv, day, materialize_range
+
+DAYS = [day("2024-01-15"), day("2024-01-16"), day("2024-01-17")]
+
+
+def materializations(result, key: str) -> dict[str, dict[str, object]]:
+    """Metadata (raw values) of each partition's materialization of `key` in a run."""
+    found: dict[str, dict[str, object]] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        if materialization.asset_key == AssetKey.from_user_string(key):
+            found[materialization.partition] = {name: value.value for name, value in materialization.metadata.items()}
+    return found
+
+
+def check_results(result) -> dict[str, object]:
+    """Asset check evaluations of a run, by `asset:check`."""
+    return {
+        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}": evaluation
+        for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def test_week_loads_exact_counts_and_metadata(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """Every generated record lands once: good ones in events, bad ones in the DLQ, per day."""
+    generated = generate_landing_zone(pipeline_env.landing, DAYS, lines_per_hour=50, bad_line_rate=0.01)
+    result = materialize_range(pipeline_env.definitions(), instance, "2024-01-15", "2024-01-17")
+    assert result.success
+
+    for partition in generated:
+        key = partition.day.isoformat()
+        expected_loaded = partition.records - partition.bad_records
+        events = materializations(result, f"{partition.source}/events")[key]
+        dlq = materializations(result, f"{partition.source}/dlq")[key]
+        assert partition.bad_records > 0
+        assert events["dagster/row_count"] == expected_loaded
+        assert events["rows_quarantined"] == partition.bad_records
+        assert events["rows_read"] == partition.records
+        assert events["lines_read"] == partition.lines
+        assert events["continuation_lines"] == partition.continuation_lines
+        assert events["files"] == partition.files
+        assert events["hours_present"] == list(partition.hours_present)
+        assert events["quarantine_rate"] == pytest.approx(partition.bad_records / partition.records, abs=1e-6)
+        assert dlq["dagster/row_count"] == partition.bad_records
+        assert pipeline_env.query(
+            f"SELECT count(*) FROM {partition.source}.events WHERE partition_date = ?", [partition.day]
+        ) == [(expected_loaded,)]
+        assert pipeline_env.query(
+            f"SELECT count(*) FROM {partition.source}.dlq WHERE partition_date = ?", [partition.day]
+        ) == [(partition.bad_records,)]
+        manifest = pipeline_env.manifest(partition.source, key)
+        assert manifest["status"] == "loaded"
+        assert manifest["rows_loaded"] == expected_loaded
+        assert manifest["rows_quarantined"] == partition.bad_records
+        assert events["manifest"] == str(pipeline_env.output / "manifests" / partition.source / f"{key}.json")
+        metrics = materializations(result, f"{partition.source}/daily_metrics")[key]
+        assert metrics["dagster/row_count"] == 1
+
+    # The demo default removes hour 04 of the third access day: the operator is told.
+    access_third = pipeline_env.manifest("access", "2024-01-17")
+    assert access_third["missing_hours"] == [4]
+    assert "23 of 24 hours present; missing: 04" in access_third["summary"]
+    checks = check_results(result)
+    assert checks["access/events:quarantine_rate"].passed
+    assert not checks["access/events:hours_complete"].passed
+    assert checks["access/events:hours_complete"].metadata["missing_hours"].value == {"2024-01-17": [4]}
+    assert checks["app/events:hours_complete"].passed
+
+
+def test_daily_metrics_match_events(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """Metrics are computed from the loaded rows of the day and exposed as metadata."""
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], lines_per_hour=40)
+    result = materialize_range(pipeline_env.definitions(), instance, "2024-01-15")
+    (requests, server_errors, bytes_sent, clients) = pipeline_env.query(
+        "SELECT count(*), count(*) FILTER (WHERE status >= 500), sum(bytes), count(DISTINCT client) "
+        "FROM access.events WHERE partition_date = '2024-01-15'"
+    )[0]
+    metrics = pipeline_env.query(
+        "SELECT requests, status_5xx, bytes_sent, distinct_clients, server_error_share FROM access.daily_metrics"
+    )
+    assert metrics == [(requests, server_errors, bytes_sent, clients, round(server_errors / requests, 6))]
+    metadata = materializations(result, "access/daily_metrics")["2024-01-15"]
+    assert metadata["requests"] == requests
+    levels = pipeline_env.query("SELECT records, error + critical, records_per_logger FROM app.daily_metrics")
+    records, errors, per_logger = levels[0]
+    assert records == pipeline_env.query("SELECT count(*) FROM app.events")[0][0]
+    assert errors == pipeline_env.query("SELECT count(*) FROM app.events WHERE level IN ('ERROR', 'CRITICAL')")[0][0]
+    assert sum(per_logger.values()) == records
+
+
+def test_empty_day_materializes_with_zero_counts(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """A day with no folder at all still materializes every asset with row count 0 and a manifest."""
+    generate_landing_zone(
+        pipeline_env.landing, DAYS, lines_per_hour=10, empty_days=[("access", DAYS[1]), ("app", DAYS[1])]
+    )
+    result = materialize_range(pipeline_env.definitions(), instance, "2024-01-15", "2024-01-17")
+    assert result.success
+    for source in ("access", "app"):
+        for asset in ("events", "dlq", "daily_metrics"):
+            metadata = materializations(result, f"{source}/{asset}")
+            assert metadata["2024-01-16"]["dagster/row_count"] == 0, (source, asset)
+            assert metadata["2024-01-15"]["dagster/row_count"] > 0, (source, asset)
+        events = materializations(result, f"{source}/events")["2024-01-16"]
+        assert events["files"] == 0
+        assert events["missing_hours"] == list(range(24))
+        manifest = pipeline_env.manifest(source, "2024-01-16")
+        assert manifest["status"] == "empty"
+        assert manifest["summary"] == f"{source} 2024-01-16: No log files found for 2024-01-16."
+    assert pipeline_env.query("SELECT count(*) FROM access.daily_metrics WHERE partition_date = '2024-01-16'") == [(0,)]
+
+
+def write_lines(path: Path, lines: list[str], newline: str = "\n", gzipped: bool = False) -> None:
+    """Write a landing file with the given line ending, optionally gzip-compressed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = newline.join(lines).encode() + newline.encode()
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+
+
+ACCESS_LINE = '192.0.2.{n} - - [15/Jan/2024:{hour:02d}:10:00 +0000] "GET /p{n} HTTP/1.1" 200 {n} "-" "agent/1.0"'
+
+
+def test_crlf_and_gzip_files_are_read_transparently(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """CRLF line endings and .log.gz files give the same rows as plain files."""
+    base = pipeline_env.landing / "access" / "dt=2024-01-15"
+    write_lines(base / "hour=06" / "crlf.log", [ACCESS_LINE.format(n=n, hour=6) for n in range(50)], newline="\r\n")
+    write_lines(base / "hour=12" / "zipped.log.gz", [ACCESS_LINE.format(n=n, hour=12) for n in range(70)], gzipped=True)
+    # 1 bad line in 151 rows stays within the 1% error budget.
+    write_lines(base / "hour=13" / "plain.log", [ACCESS_LINE.format(n=n, hour=13) for n in range(30)] + ["", "garbage"])
+    (base / "hour=13" / "notes.txt").write_text("not a log file")
+    result = materialize_range(
+        pipeline_env.definitions(), instance, "2024-01-15", selection=["access/events", "access/dlq"]
+    )
+    events = materializations(result, "access/events")["2024-01-15"]
+    assert (events["dagster/row_count"], events["rows_quarantined"], events["lines_ignored"]) == (150, 1, 1)
+    assert events["lines_read"] == 152
+    per_file = pipeline_env.query("SELECT source_file, count(*) FROM access.events GROUP BY ALL ORDER BY 1")
+    assert per_file == [
+        ("access/dt=2024-01-15/hour=06/crlf.log", 50),
+        ("access/dt=2024-01-15/hour=12/zipped.log.gz", 70),
+        ("access/dt=2024-01-15/hour=13/plain.log", 30),
+    ]
+    assert pipeline_env.query("SELECT count(*) FROM access.events WHERE user_agent LIKE '%\r%'") == [(0,)]
+    assert pipeline_env.query("SELECT line_number, raw_line, reason FROM access.dlq") == [
+        (32, "garbage", "line: matches_format (got garbage)")
+    ]
+    manifest = pipeline_env.manifest("access", "2024-01-15")
+    assert manifest["ignored_objects"] == ["access/dt=2024-01-15/hour=13/notes.txt"]
+
+
+def table_snapshot(env: PipelineEnv, source: str) -> dict[str, list[tuple[object, ...]]]:
+    """Everything in a source's tables except the columns that name the run."""
+    return {
+        "events": env.query(f"SELECT * EXCLUDE (run_id) FROM {source}.events ORDER BY ALL"),
+        "dlq": env.query(f"SELECT * EXCLUDE (run_id, quarantined_at) FROM {source}.dlq ORDER BY ALL"),
+        "daily_metrics": env.query(f"SELECT * FROM {source}.daily_metrics ORDER BY ALL"),
+    }
+
+
+def test_reruns_and_overlapping_ranges_are_idempotent(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """Re-running a day or an overlapping range leaves exactly the rows of one clean run."""
+    generate_landing_zone(pipeline_env.landing, DAYS, lines_per_hour=50, bad_line_rate=0.003)
+    defs = pipeline_env.definitions()
+    materialize_range(defs, instance, "2024-01-15", "2024-01-17")
+    assert pipeline_env.query("SELECT count(*) FROM access.dlq") != [(0,)]
+    clean = {source: table_snapshot(pipeline_env, source) for source in ("access", "app")}
+    materialize_range(defs, instance, "2024-01-16")
+    materialize_range(defs, instance, "2024-01-16", "2024-01-17")
+    materialize_range(defs, instance, "2024-01-15", "2024-01-16")
+    for source in ("access", "app"):
+        assert table_snapshot(pipeline_env, source) == clean[source]
+    run_ids = pipeline_env.query(
+        "SELECT partition_date, count(DISTINCT run_id) FROM access.events GROUP BY 1 ORDER BY 1"
+    )
+    assert [count for _day, count in run_ids] == [1, 1, 1]
+
+
+def test_rerun_drops_rows_of_removed_files(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """A file removed (or re-delivered) since the last run leaves nothing of its old content behind."""
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=20)
+    defs = pipeline_env.definitions()
+    materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
+    before = pipeline_env.query("SELECT count(*) FROM access.events")[0][0]
+    hour_folder = pipeline_env.landing / "access" / "dt=2024-01-15" / "hour=03"
+    removed = pipeline_env.query(
+        "SELECT count(*) FROM access.events WHERE source_file LIKE 'access/dt=2024-01-15/hour=03/%'"
+    )[0][0]
+    shutil.rmtree(hour_folder)
+    result = materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
+    assert pipeline_env.query("SELECT count(*) FROM access.events")[0][0] == before - removed
+    assert materializations(result, "access/events")["2024-01-15"]["missing_hours"] == [3]
+
+
+def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """A day with more bad lines than the 1% budget fails the blocking check; metrics do not run."""
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=50, bad_line_rate=0.05)
+    result = materialize_range(
+        pipeline_env.definitions(),
+        instance,
+        "2024-01-15",
+        selection=["access/events", "access/dlq", "access/daily_metrics"],
+        raise_on_error=False,
+    )
+    check = check_results(result)["access/events:quarantine_rate"]
+    assert not check.passed
+    rate = check.metadata["quarantine_rate"].value
+    assert rate > 0.01
+    assert check.metadata["days_over_budget"].value == ["2024-01-15"]
+    failed_checks = check.metadata["failed_checks"].value
+    assert sum(failed_checks.values()) >= pipeline_env.manifest("access", "2024-01-15")["rows_quarantined"]
+    assert len(check.metadata["sample_quarantined"].value) == 5
+    assert materializations(result, "access/daily_metrics") == {}
+    # The rows are still loaded and quarantined: the check stops what is built on them.
+    assert materializations(result, "access/events")["2024-01-15"]["rows_quarantined"] > 0
+    with duckdb.connect(str(pipeline_env.warehouse), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM access.daily_metrics").fetchone() == (0,)
+
+
+def test_failure_writes_a_failed_manifest_and_changes_nothing(
+    pipeline_env: PipelineEnv, instance: DagsterInstance
+) -> None:
+    """When a partition fails, its manifest says so and the warehouse keeps the previous rows."""
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=10)
+    defs = pipeline_env.definitions()
+    materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
+    before = table_snapshot(pipeline_env, "access")
+    # Make the load fail mid-partition: the events table no longer has the declared columns.
+    with duckdb.connect(str(pipeline_env.warehouse)) as connection:
+        connection.execute("ALTER TABLE access.events ADD COLUMN surprise INTEGER")
+    result = materialize_range(
+        defs, instance, "2024-01-15", selection=["access/events", "access/dlq"], raise_on_error=False
+    )
+    assert not result.success
+    manifest = pipeline_env.manifest("access", "2024-01-15")
+    assert manifest["status"] == "failed"
+    assert "SchemaMismatchError" in manifest["error"]
+    assert manifest["summary"].startswith("access 2024-01-15: FAILED")
+    with duckdb.connect(str(pipeline_env.warehouse)) as connection:
+        connection.execute("ALTER TABLE access.events DROP COLUMN surprise")
+    assert table_snapshot(pipeline_env, "access") == before
+
+
+def test_range_run_records_each_days_own_metadata(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """One run over a range gives every day its own counts (an empty day 0), not the last day's."""
+    generate_landing_zone(pipeline_env.landing, [DAYS[0], DAYS[2]], sources=["app"], lines_per_hour=30)
+    result = materialize_range(
+        pipeline_env.definitions(), instance, "2024-01-15", "2024-01-17", selection=["app/events", "app/dlq"]
+    )
+    counts = {key: meta["dagster/row_count"] for key, meta in materializations(result, "app/events").items()}
+    assert counts["2024-01-16"] == 0
+    assert counts["2024-01-15"] > 0 and counts["2024-01-17"] > 0
+    assert counts["2024-01-15"] != counts["2024-01-17"]
+    # The instance's latest materialization per partition carries the same figures.
+    records = instance.fetch_materializations(AssetKey(["app", "events"]), limit=10).records
+    latest = {
+        record.partition_key: record.asset_materialization.metadata["dagster/row_count"].value for record in records
+    }
+    assert latest == counts
