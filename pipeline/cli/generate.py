@@ -155,9 +155,7 @@ def _write_file(path: Path, chunks: Iterator[str], *, compress: bool) -> None:
     try:
         with open(tmp, "wb") as raw:
             if compress:
-                with gzip.GzipFile(
-                    filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6
-                ) as gz:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
                     for chunk in chunks:
                         gz.write(chunk.encode("utf-8"))
             else:
@@ -193,10 +191,7 @@ _REFERRERS_CUM = _cum((50, 15, 10, 12, 4, 3, 6))
 # No double quotes inside user agents: the truncation defect relies on the
 # closing quote being the last character of a good line.
 _USER_AGENTS = (
-    (
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
-    ),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"),
     "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
     (
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
@@ -314,12 +309,8 @@ def _access_chunks(
     off = f"{sign}{abs(offset_min) // 60:02d}{abs(offset_min) % 60:02d}"
     # Wall clock = UTC instant + offset, so normalising back to UTC lands
     # inside this partition hour.
-    wall_base = datetime(day.year, day.month, day.day, hour, tzinfo=UTC) + timedelta(
-        minutes=offset_min
-    )
-    minute_prefix = [
-        _access_ts(wall_base + timedelta(minutes=m), off)[:-8] for m in range(60)
-    ]
+    wall_base = datetime(day.year, day.month, day.day, hour, tzinfo=UTC) + timedelta(minutes=offset_min)
+    minute_prefix = [_access_ts(wall_base + timedelta(minutes=m), off)[:-8] for m in range(60)]
     sec_suffix = [f"{s} {off}] " for s in _SEC]
 
     bad = _bad_positions(rng, n, bad_rate)
@@ -344,26 +335,19 @@ def _access_chunks(
         kind = rng.randrange(5)
         if kind == 0:  # truncated: cut inside the UA, closing quote lost
             s = secs[pos]
-            line = (
-                f"{head}{minute_prefix[s // 60]}{sec_suffix[s % 60]}{_access_tail(req)}"
-            )
+            line = f"{head}{minute_prefix[s // 60]}{sec_suffix[s % 60]}{_access_tail(req)}"
             ua_start = line.rfind(' "') + 2  # first char of UA text
             cut = rng.randrange(ua_start + 1, len(line) - 1)
             return line[:cut]
         if kind == 1:  # status outside 100..599
             req = (*req[:3], rng.choice(("999", "700", "000")), *req[4:])
             s = secs[pos]
-            return (
-                f"{head}{minute_prefix[s // 60]}{sec_suffix[s % 60]}{_access_tail(req)}"
-            )
+            return f"{head}{minute_prefix[s // 60]}{sec_suffix[s % 60]}{_access_tail(req)}"
         if kind == 2:  # garbage text
             return f"GARBAGE LINE {rng.getrandbits(64):016x} ### not an access log"
         if kind == 3:  # impossible calendar values
             month = _MONTHS[wall_base.month - 1]
-            ts = (
-                f"{rng.randint(32, 39)}/{month}/{wall_base.year}:"
-                f"{rng.randint(25, 29)}:{rng.randint(61, 99)}:00 {off}"
-            )
+            ts = f"{rng.randint(32, 39)}/{month}/{wall_base.year}:{rng.randint(25, 29)}:{rng.randint(61, 99)}:00 {off}"
             return f"{head}{ts}] {_access_tail(req)}"
         # kind 4: valid timestamp, but two days before the partition: beyond any
         # tolerance a parser allows around the day (a single day back from hour 23
@@ -513,9 +497,7 @@ def _app_chunks(
 ) -> Iterator[str]:
     """Yield newline-terminated text chunks for one application-log file."""
     base = datetime(day.year, day.month, day.day, hour)
-    minute_prefix = [
-        f"{base + timedelta(minutes=m):%Y-%m-%d %H:%M:}" for m in range(60)
-    ]
+    minute_prefix = [f"{base + timedelta(minutes=m):%Y-%m-%d %H:%M:}" for m in range(60)]
     sec_comma = [f"{s}," for s in _SEC]
 
     bad = _bad_positions(rng, n, bad_rate)
@@ -534,17 +516,13 @@ def _app_chunks(
 
     def ts(pos: int) -> str:
         v = vals[pos]
-        return (
-            f"{minute_prefix[v // 60000]}{sec_comma[(v // 1000) % 60]}{_MS[v % 1000]}"
-        )
+        return f"{minute_prefix[v // 60000]}{sec_comma[(v // 1000) % 60]}{_MS[v % 1000]}"
 
     def bad_record(pos: int) -> str:
         if pos == 0:
             # The only place a non-timestamp line is unambiguously bad: there
             # is no preceding record it could be a continuation of.
-            return rng.choice(_LEADING_GARBAGE).format(
-                x=f"{rng.getrandbits(32):08x}", k=rng.randint(10, 999)
-            )
+            return rng.choice(_LEADING_GARBAGE).format(x=f"{rng.getrandbits(32):08x}", k=rng.randint(10, 999))
         logger = rng.choice(("app.web", "app.db", "app.worker"))
         if rng.random() < 0.5:
             return f"{ts(pos)} {rng.choice(_UNKNOWN_LEVELS)} {logger}: hi"
@@ -559,8 +537,7 @@ def _app_chunks(
         chunk_vals = vals[start : start + _CHUNK_LINES]
         picks = [int(rnd() * pool_size) for _ in chunk_vals]
         records = [
-            f"{minute_prefix[v // 60000]}{sec_comma[(v // 1000) % 60]}"
-            f"{_MS[v % 1000]}{tails[p]}"
+            f"{minute_prefix[v // 60000]}{sec_comma[(v // 1000) % 60]}{_MS[v % 1000]}{tails[p]}"
             for v, p in zip(chunk_vals, picks, strict=True)
         ]
         for j, p in enumerate(picks):
@@ -652,20 +629,10 @@ def generate_landing_zone(
             files = 0
             hours_present: list[int] = []
             skip = set(missing_hours.get((source, day), ()))
-            hours = (
-                []
-                if (source, day) in empty
-                else [h for h in range(24) if h not in skip]
-            )
+            hours = [] if (source, day) in empty else [h for h in range(24) if h not in skip]
             for hour in hours:
-                hour_rng = random.Random(
-                    _derive_seed(seed, source, day.isoformat(), hour)
-                )
-                n_files = (
-                    2
-                    if lines_per_hour >= 2 and hour_rng.random() < _TWO_FILE_SHARE
-                    else 1
-                )
+                hour_rng = random.Random(_derive_seed(seed, source, day.isoformat(), hour))
+                n_files = 2 if lines_per_hour >= 2 and hour_rng.random() < _TWO_FILE_SHARE else 1
                 if n_files == 2:
                     # Uneven split, like two servers behind a load balancer.
                     first = round(lines_per_hour * hour_rng.uniform(0.35, 0.65))
@@ -679,18 +646,12 @@ def generate_landing_zone(
                 newline = "\r\n" if source == "access" and hour in crlf_set else "\n"
                 for idx, n in enumerate(split, start=1):
                     name = f"{prefix}-{idx:02d}.log" + (".gz" if compress else "")
-                    rng = random.Random(
-                        _derive_seed(seed, source, day.isoformat(), hour, "file", idx)
-                    )
+                    rng = random.Random(_derive_seed(seed, source, day.isoformat(), hour, "file", idx))
                     chunks: Iterator[str]
                     if source == "access":
-                        chunks = _access_chunks(
-                            rng, ips, day, hour, n, bad_line_rate, newline, counts
-                        )
+                        chunks = _access_chunks(rng, ips, day, hour, n, bad_line_rate, newline, counts)
                     else:
-                        chunks = _app_chunks(
-                            rng, day, hour, n, bad_line_rate, newline, counts
-                        )
+                        chunks = _app_chunks(rng, day, hour, n, bad_line_rate, newline, counts)
                     _write_file(hour_dir / name, chunks, compress=compress)
                     files += 1
                 hours_present.append(hour)
@@ -716,9 +677,7 @@ def _parse_date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not an ISO date: {value!r}") from exc
 
 
-def _bounded(
-    kind: Callable[[str], float], lo: float, hi: float
-) -> Callable[[str], float]:
+def _bounded(kind: Callable[[str], float], lo: float, hi: float) -> Callable[[str], float]:
     def parse(value: str) -> float:
         number = kind(value)
         if not lo <= number <= hi:
@@ -740,9 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=_parse_date, default=default_demo_days()[0])
     parser.add_argument("--days", type=_bounded(int, 1, 3660), default=7)
     parser.add_argument("--lines-per-hour", type=_bounded(int, 0, 10**9), default=200)
-    parser.add_argument(
-        "--bad-line-rate", type=_bounded(float, 0.0, 1.0), default=0.005
-    )
+    parser.add_argument("--bad-line-rate", type=_bounded(float, 0.0, 1.0), default=0.005)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     args = parser.parse_args(argv)

@@ -237,12 +237,10 @@ class PartitionParser:
             return folded.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes")).drop("record_id")
         # Rare: rebuild the exact bytes of records holding invalid UTF-8.
         rebuilt = [
-            b"\n".join(
-                part if part is not None else text_line.encode() for part, text_line in zip(parts, text.split("\n"), strict=True)
+            _record_bytes(parts, text) if bad else None
+            for parts, text, bad in zip(
+                folded["raw_bytes"].to_list(), folded["text"].to_list(), invalid.to_list(), strict=True
             )
-            if bad
-            else None
-            for parts, text, bad in zip(folded["raw_bytes"].to_list(), folded["text"].to_list(), invalid.to_list(), strict=True)
         ]
         return folded.with_columns(pl.Series("raw_bytes", rebuilt, dtype=pl.Binary)).drop("record_id")
 
@@ -393,6 +391,12 @@ class PartitionParser:
                 )
             ]
         return []
+
+
+def _record_bytes(raw_lines: list[bytes | None], text: str) -> bytes:
+    """The exact bytes of a folded record: raw bytes where a line was not UTF-8, else its text."""
+    texts = text.split("\n")
+    return b"\n".join(raw if raw is not None else line.encode() for raw, line in zip(raw_lines, texts, strict=True))
 
 
 def _reasons(rows: pl.Series, field: str, check: str, values: pl.Series) -> pl.DataFrame:
