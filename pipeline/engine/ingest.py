@@ -216,7 +216,8 @@ def _ingest_file(
         load(_evidence(landed.key, 0, "file", "exists_when_read", f"vanished after listing: {error}"))  # type: ignore[operator]
     except FileReadError as error:
         log.warning("file %s unreadable from line %d: %s", landed.key, error.line_number, error)
-        load(_evidence(landed.key, error.line_number, "file", "readable_to_end", str(error)))  # type: ignore[operator]
+        evidence = _evidence(landed.key, error.line_number, "file", "readable_to_end", str(error), error.partial)
+        load(evidence)  # type: ignore[operator]
     stats.bytes_read += landed.size
     lines, loaded, quarantined = (
         stats.lines_read - before[0],
@@ -233,9 +234,12 @@ def _ingest_file(
     )
 
 
-def _evidence(source_file: str, line_number: int, field_name: str, check: str, value: str) -> ParsedBatch:
-    """A batch holding one quarantine row that records a problem with a whole file."""
-    quarantined = quarantine_entry(source_file, line_number, field_name, check, value)
+def _evidence(
+    source_file: str, line_number: int, field_name: str, check: str, value: str, partial: bytes = b""
+) -> ParsedBatch:
+    """A batch holding one quarantine row that records a problem with a whole file (and the
+    bytes of a line cut by it, if any)."""
+    quarantined = quarantine_entry(source_file, line_number, field_name, check, value, partial)
     return ParsedBatch(pl.DataFrame(), quarantined, lines_read=0, lines_ignored=0, continuation_lines=0)
 
 

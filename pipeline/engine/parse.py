@@ -72,14 +72,21 @@ class ParsedBatch:
     continuation_lines: int
 
 
-def quarantine_entry(source_file: str, line_number: int, field: str, check: str, value: str) -> pl.DataFrame:
-    """A single quarantine row for evidence that is not a line (e.g. an unreadable file)."""
+def quarantine_entry(
+    source_file: str, line_number: int, field: str, check: str, value: str, partial: bytes = b""
+) -> pl.DataFrame:
+    """A single quarantine row for evidence that is not a whole line (e.g. an unreadable
+    file); `partial` is the part of a line read before the problem."""
+    try:
+        raw_line, raw_bytes = partial.decode("utf-8"), None
+    except UnicodeDecodeError:
+        raw_line, raw_bytes = partial.decode("utf-8", errors="backslashreplace"), partial
     return pl.DataFrame(
         {
             "source_file": [source_file],
             "line_number": [line_number],
-            "raw_line": [""],
-            "raw_bytes": [None],
+            "raw_line": [raw_line],
+            "raw_bytes": [raw_bytes],
             "reasons": [[{"field": field, "check": check, "value": value}]],
             "reason": [f"{field}: {check} ({value})"],
         },
@@ -207,6 +214,14 @@ class PartitionParser:
                 last_id = frame["record_id"][-1]
                 carry = frame.filter(pl.col("record_id") == last_id).drop("record_id")
                 frame = frame.filter(pl.col("record_id") != last_id)
+            if frame.height:
+                # Blank lines that end a record separate records; they are not part of the message.
+                trailing_blank = (pl.col("text").str.strip_chars() != "").cast(
+                    pl.Int32
+                ).reverse().cum_sum().reverse().over("record_id") == 0
+                before = frame.height
+                frame = frame.filter(~trailing_blank)
+                ignored += before - frame.height
             continuation = frame.height - int(frame["record_id"].n_unique()) if frame.height else 0
             records = self._fold(frame) if continuation else frame.drop("record_id")
             yield self._finish(records, source_file, lines_read, ignored, continuation, orphans)
@@ -296,7 +311,9 @@ class PartitionParser:
         if reasons:
             failures = (
                 pl.concat(reasons)
-                .unique(subset=[_ROW, "field"], keep="first", maintain_order=True)
+                .unique(subset=[_ROW, "field", "check"], keep="first", maintain_order=True)
+                # A value that failed to parse is null for pandera too: its not_nullable adds nothing.
+                .filter(~((pl.col("check") == "not_nullable") & (pl.len().over(_ROW, "field") > 1)))
                 .group_by(_ROW, maintain_order=True)
                 .agg(
                     pl.struct("field", "check", "value").alias("reasons"),

@@ -33,11 +33,16 @@ class LineBatch:
 
 
 class FileReadError(Exception):
-    """The file could not be read to its end; `line_number` is the first line not read."""
+    """The file could not be read to its end.
 
-    def __init__(self, message: str, line_number: int) -> None:
+    `line_number` is the first line not read completely; `partial` holds the bytes of that
+    line read before the damage (evidence for the dead-letter queue, never loaded as a row).
+    """
+
+    def __init__(self, message: str, line_number: int, partial: bytes = b"") -> None:
         super().__init__(message)
         self.line_number = line_number
+        self.partial = partial
 
 
 def split_lines(data: bytes, *, final: bool) -> tuple[pa.LargeBinaryArray, bytes]:
@@ -83,7 +88,8 @@ def iter_line_batches(stream: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) 
 
     A line longer than `chunk_bytes` is read whole (memory grows with the longest line,
     not with the file). If the bytes stop being readable (corrupt or truncated gzip, I/O
-    error), the lines read so far are yielded and `FileReadError` is raised.
+    error), the complete lines read so far are yielded and `FileReadError` is raised; a line
+    cut by the damage is never yielded as if it were whole.
     """
     line_number = 1
     remainder = b""
@@ -91,11 +97,8 @@ def iter_line_batches(stream: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) 
         try:
             chunk = stream.read(chunk_bytes)
         except READ_ERRORS as error:
-            if remainder:
-                lines, _ = split_lines(remainder, final=True)
-                yield LineBatch(lines, line_number)
-                line_number += len(lines)
-            raise FileReadError(f"{type(error).__name__}: {error}", line_number) from error
+            # `remainder` never holds a complete line: it is the start of the cut line.
+            raise FileReadError(f"{type(error).__name__}: {error}", line_number, remainder) from error
         final = not chunk
         data = remainder + chunk if remainder else chunk
         if not data:

@@ -11,7 +11,9 @@ import datetime as dt
 import re
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -19,16 +21,19 @@ FieldType = Literal["string", "integer", "float", "timestamp"]
 
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Checks a source may declare: the names of pandera's built-in checks, with their arguments.
-ALLOWED_CHECKS = {
-    "in_range": 2,
-    "isin": 1,
-    "notin": 1,
-    "str_length": 2,
-    "str_matches": 1,
-    "greater_than_or_equal_to": 1,
-    "less_than_or_equal_to": 1,
-    "greater_than": 1,
-    "less_than": 1,
+# Each check says which field types it applies to and what its argument must be, so that a
+# definition that could never load a row is refused when it is read, not when data arrives.
+NUMERIC_TYPES = {"integer", "float"}
+ALLOWED_CHECKS: dict[str, tuple[set[str], str]] = {
+    "in_range": (NUMERIC_TYPES, "pair"),
+    "greater_than_or_equal_to": (NUMERIC_TYPES, "number"),
+    "less_than_or_equal_to": (NUMERIC_TYPES, "number"),
+    "greater_than": (NUMERIC_TYPES, "number"),
+    "less_than": (NUMERIC_TYPES, "number"),
+    "isin": ({"string", "integer", "float"}, "list"),
+    "notin": ({"string", "integer", "float"}, "list"),
+    "str_length": ({"string"}, "pair"),
+    "str_matches": ({"string"}, "regex"),
 }
 # Columns the pipeline adds to every events table; a source may not declare them.
 RESERVED_COLUMNS = {"partition_date", "source_file", "line_number", "run_id"}
@@ -49,15 +54,43 @@ class FieldSpec(BaseModel):
     replace: dict[str, str] = Field(default_factory=dict)
     checks: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("checks")
-    @classmethod
-    def _known_checks(cls, checks: dict[str, Any]) -> dict[str, Any]:
-        for name, args in checks.items():
+    @model_validator(mode="after")
+    def _usable_checks(self) -> FieldSpec:
+        for name, args in self.checks.items():
             if name not in ALLOWED_CHECKS:
                 raise ValueError(f"unknown check {name!r}; known: {sorted(ALLOWED_CHECKS)}")
-            if ALLOWED_CHECKS[name] == 2 and not (isinstance(args, list) and len(args) == 2):
-                raise ValueError(f"check {name!r} takes a list of two values, got {args!r}")
-        return checks
+            types, argument = ALLOWED_CHECKS[name]
+            if self.type not in types:
+                raise ValueError(f"check {name!r} does not apply to a {self.type} field")
+            _check_argument(name, argument, args)
+        return self
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_argument(name: str, kind: str, args: object) -> None:
+    if kind == "pair" and not (isinstance(args, list) and len(args) == 2 and all(_is_number(a) for a in args)):
+        raise ValueError(f"check {name!r} takes a list of two numbers, got {args!r}")
+    if kind == "number" and not _is_number(args):
+        raise ValueError(f"check {name!r} takes a number, got {args!r}")
+    if kind == "list" and not (isinstance(args, list) and args):
+        raise ValueError(f"check {name!r} takes a non-empty list of values, got {args!r}")
+    if kind == "regex":
+        if not isinstance(args, str):
+            raise ValueError(f"check {name!r} takes a regular expression, got {args!r}")
+        _compile_everywhere(args)
+
+
+def _compile_everywhere(pattern: str) -> None:
+    """Refuse a pattern that Python's `re` or polars' (Rust) regex engine cannot compile."""
+    try:
+        re.compile(pattern)
+        pl.Series([""], dtype=pl.String).str.contains(pattern)
+    except (re.error, pl.exceptions.ComputeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"regular expression {pattern!r} does not compile: {message}") from None
 
 
 class TimestampSpec(BaseModel):
@@ -73,6 +106,22 @@ class TimestampSpec(BaseModel):
     # Events may sit this far outside their landing day (clock skew, files that straddle
     # midnight) before they are quarantined as belonging to another day.
     tolerance_minutes: int = Field(default=60, ge=0, le=24 * 60)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, timezone: str) -> str:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r} (use an IANA name such as UTC or Europe/Paris)") from None
+        return timezone
+
+    @field_validator("format")
+    @classmethod
+    def _usable_format(cls, fmt: str) -> str:
+        if "%" not in fmt:
+            raise ValueError(f"timestamp format {fmt!r} has no % directives")
+        return fmt
 
 
 class SourceSpec(BaseModel):
@@ -102,10 +151,7 @@ class SourceSpec(BaseModel):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"regular expression {pattern!r} does not compile: {error}") from None
+            _compile_everywhere(pattern)
         return pattern
 
     @model_validator(mode="after")

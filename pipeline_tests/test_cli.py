@@ -1,0 +1,96 @@
+"""What operators type: `dagster asset materialize` and the `pipeline` command, as real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+
+from pipeline.cli.generate import generate_landing_zone
+from pipeline_tests.conftest import PROJECT_ROOT, PipelineEnv, day
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A persistent local instance, as DAGSTER_HOME gives a user."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run a command with the test's environment from the project root; fail with its output."""
+    completed = subprocess.run(
+        list(arguments), cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    return completed
+
+
+def row_counts(home: Path, key: list[str]) -> dict[str, int]:
+    """Latest `dagster/row_count` per partition, read back from the persisted instance."""
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(AssetKey(key), limit=100).records
+        latest: dict[str, int] = {}
+        for record in records:  # newest first
+            latest.setdefault(record.partition_key, record.asset_materialization.metadata["dagster/row_count"].value)
+        return latest
+
+
+def test_materialize_partition_and_range_from_the_cli(pipeline_env: PipelineEnv, dagster_home: Path) -> None:
+    """`--partition D` and `--partition-range A...B` work, and their history persists in DAGSTER_HOME."""
+    generated = generate_landing_zone(
+        pipeline_env.landing, [day("2024-01-15"), day("2024-01-17")], sources=["access"], lines_per_hour=30
+    )
+    expected = {partition.day.isoformat(): partition.records - partition.bad_records for partition in generated}
+    dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipeline.definitions"]
+    run(*dagster, "--select", "access/events,access/dlq", "--partition", "2024-01-15")
+    assert row_counts(dagster_home, ["access", "events"]) == {"2024-01-15": expected["2024-01-15"]}
+
+    run(*dagster, "--select", 'key:"access/*"', "--partition-range", "2024-01-15...2024-01-17")
+    assert row_counts(dagster_home, ["access", "events"]) == {**expected, "2024-01-16": 0}
+    assert row_counts(dagster_home, ["access", "daily_metrics"]) == {"2024-01-15": 1, "2024-01-16": 0, "2024-01-17": 1}
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs()
+        assert [dagster_run.status for dagster_run in runs] == [DagsterRunStatus.SUCCESS] * 2
+
+    summary = run(sys.executable, "-m", "pipeline.cli.main", "summary", "--start", "2024-01-15", "--end", "2024-01-17")
+    lines = summary.stdout.splitlines()
+    assert any(line.split()[:3] == ["access", "2024-01-16", "empty"] for line in lines), summary.stdout
+    assert any(
+        line.split()[:4] == ["access", "2024-01-15", "loaded", f"{expected['2024-01-15']:,}"] for line in lines
+    ), summary.stdout
+
+
+def test_demo_command_prints_a_readable_summary(pipeline_env: PipelineEnv, dagster_home: Path) -> None:
+    """The README's first command: sample logs, a week of both sources, a summary per day."""
+    completed = run(sys.executable, "-m", "pipeline.cli.main", "demo", "--lines-per-hour", "20")
+    out = completed.stdout
+    assert "3/3 Summary (from the manifests):" in out
+    day_lines = [line.split() for line in out.splitlines() if line.strip().startswith(("access ", "app "))]
+    assert len(day_lines) == 14
+    assert all(parts[2] == "loaded" for parts in day_lines), out
+    # The demo landing zone lacks hour 04 of the third access day, and the summary says so.
+    assert ["access", "2024-01-17"] == day_lines[2][:2] and day_lines[2][-1] == "04"
+    assert row_counts(dagster_home, ["app", "events"]).keys() == {f"2024-01-{n}" for n in range(15, 22)}
+
+
+def test_invalid_partition_key_is_refused(pipeline_env: PipelineEnv, dagster_home: Path) -> None:
+    """A date that is not a partition is an error before anything is written."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipeline.definitions"]
+        + ["--select", "access/events,access/dlq", "--partition", "2024-02-30"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode != 0
+    assert "2024-02-30" in completed.stdout + completed.stderr
+    assert not pipeline_env.warehouse.exists()
