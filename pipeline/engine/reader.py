@@ -57,8 +57,8 @@ def split_lines(data: bytes, *, final: bool) -> tuple[pa.LargeBinaryArray, bytes
     starts = np.concatenate(([0], newlines + 1))[: len(newlines)]
     ends = newlines.copy()
     # A carriage return right before a newline belongs to the terminator (CRLF files).
-    has_cr = np.zeros(len(ends), dtype=bool)
     nonempty = ends > starts
+    has_cr = np.zeros(len(ends), dtype=bool)
     has_cr[nonempty] = buffer[ends[nonempty] - 1] == _CARRIAGE_RETURN
     ends = ends - has_cr
     if final and end_of_complete < len(data):
@@ -66,11 +66,12 @@ def split_lines(data: bytes, *, final: bool) -> tuple[pa.LargeBinaryArray, bytes
         ends = np.append(ends, len(data))
         end_of_complete = len(data)
     lengths = (ends - starts).astype(np.int64)
-    # Mark the bytes inside lines with a +1/-1 difference array and a cumsum: this drops
-    # the terminators in one vectorised pass.
-    size = len(buffer) + 1
-    inside = np.cumsum(np.bincount(starts, minlength=size) - np.bincount(ends, minlength=size))[:-1] > 0
-    content = buffer[inside]
+    # Line contents are every byte of the complete lines but their terminators: one
+    # vectorised compaction, no per-line work.
+    keep = buffer[:end_of_complete] != _NEWLINE
+    if has_cr.any():
+        keep[ends[: len(has_cr)][has_cr]] = False
+    content = buffer[:end_of_complete][keep]
     offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
     lines = pa.Array.from_buffers(
         pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(content.tobytes())]
