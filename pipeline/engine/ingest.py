@@ -11,8 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import queue
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -27,6 +32,8 @@ from pipeline.sources.spec import SourceSpec
 logger = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 5
+# Files parsed at once: one per core keeps both cores busy while this thread loads.
+DEFAULT_PARSE_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -103,12 +110,18 @@ def ingest_partition(
     run_id: str,
     quarantined_at: dt.datetime,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    parse_workers: int = DEFAULT_PARSE_WORKERS,
+    sleep_between_batches_s: float = 0.0,
+    on_progress: Callable[[PartitionStats], None] | None = None,
     log: logging.Logger | logging.LoggerAdapter = logger,  # type: ignore[type-arg]
 ) -> PartitionStats:
     """Replace one day of one source in the warehouse from the files of its landing folder.
 
-    Returns the partition's stats; the manifest is written whatever happens, and any error
-    is re-raised after it has been recorded.
+    Files are parsed on `parse_workers` threads while this thread loads the batches into
+    the warehouse (one writer); `on_progress` is called with the running stats after each
+    batch, and `sleep_between_batches_s` throttles the load. Returns the partition's stats;
+    the manifest is written whatever happens, and any error is re-raised after it has been
+    recorded.
     """
     started = time.perf_counter()
     stats = PartitionStats(
@@ -142,36 +155,51 @@ def ingest_partition(
             *constants,
             pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
         ]
-
-        def load(connection: object, batch: ParsedBatch) -> None:
-            if batch.events.height:
-                Warehouse.insert(connection, f'"{spec.name}".events', batch.events.with_columns(constants))  # type: ignore[arg-type]
-            if batch.quarantined.height:
-                Warehouse.insert(connection, f'"{spec.name}".dlq', batch.quarantined.with_columns(quarantine_constants))  # type: ignore[arg-type]
-            stats.lines_read += batch.lines_read
-            stats.lines_ignored += batch.lines_ignored
-            stats.continuation_lines += batch.continuation_lines
-            stats.rows_loaded += batch.events.height
-            stats.rows_quarantined += batch.quarantined.height
-            if batch.quarantined.height:
-                _count_failures(batch.quarantined, failed_checks)
-                room = SAMPLE_SIZE - len(stats.sample_quarantined)
-                if room > 0:
-                    stats.sample_quarantined.extend(
-                        batch.quarantined.head(room)
-                        .select("source_file", "line_number", "reason", "raw_line")
-                        .to_dicts()
-                    )
+        per_file: dict[str, list[float]] = {}
 
         with warehouse.connect() as connection:
             warehouse.ensure_tables(connection, spec)
             connection.execute("BEGIN TRANSACTION")
             try:
                 Warehouse.delete_partition(connection, spec, day)
-                for landed in listing.files:
-                    _ingest_file(
-                        landed, parser, landing, chunk_bytes, lambda batch: load(connection, batch), stats, log
+                batches = parsed_batches(listing.files, parser, landing, chunk_bytes, parse_workers, log)
+                for landed, batch in batches:
+                    figures = per_file.setdefault(landed.key, [time.perf_counter(), 0, 0, 0])
+                    if batch is None:
+                        stats.bytes_read += landed.size
+                        log.info(
+                            "file %s: %d lines, %d rows loaded, %d quarantined in %.2f s",
+                            landed.key,
+                            figures[1],
+                            figures[2],
+                            figures[3],
+                            time.perf_counter() - figures[0],
+                        )
+                        continue
+                    if batch.events.height:
+                        events = batch.events.with_columns(constants)
+                        Warehouse.insert(connection, f'"{spec.name}".events', events)
+                    if batch.quarantined.height:
+                        quarantined = batch.quarantined.with_columns(quarantine_constants)
+                        Warehouse.insert(connection, f'"{spec.name}".dlq', quarantined)
+                        _count_failures(batch.quarantined, failed_checks)
+                        _keep_samples(stats, batch.quarantined)
+                    _add_batch(stats, batch)
+                    figures[1] += batch.lines_read
+                    figures[2] += batch.events.height
+                    figures[3] += batch.quarantined.height
+                    log.debug(
+                        "batch of %s: %d lines, %d loaded, %d quarantined",
+                        landed.key,
+                        batch.lines_read,
+                        batch.events.height,
+                        batch.quarantined.height,
                     )
+                    if on_progress is not None:
+                        on_progress(stats)
+                    if sleep_between_batches_s > 0:
+                        # Throttle: leave the warehouse and the machine room between batches.
+                        time.sleep(sleep_between_batches_s)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -194,44 +222,102 @@ def ingest_partition(
     return stats
 
 
-def _ingest_file(
+def file_batches(
     landed: LandedFile,
     parser: PartitionParser,
     landing: ObjectStore,
     chunk_bytes: int,
-    load: object,
-    stats: PartitionStats,
     log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
-) -> None:
-    """Stream one file through the parser into `load`; an unreadable file becomes a DLQ entry."""
-    file_started = time.perf_counter()
-    before = (stats.lines_read, stats.rows_loaded, stats.rows_quarantined)
+) -> Iterator[ParsedBatch]:
+    """Parsed batches of one file; a file that cannot be read to its end ends with a DLQ entry."""
     log.info("file %s (%d bytes): reading", landed.key, landed.size)
     try:
         with landing.open(landed.key) as raw_stream, open_log(raw_stream, landed.gzipped) as stream:
-            for batch in parser.parse_file(iter_line_batches(stream, chunk_bytes), landed.key):
-                load(batch)  # type: ignore[operator]
+            yield from parser.parse_file(iter_line_batches(stream, chunk_bytes), landed.key)
     except FileNotFoundError as error:
         log.warning("file %s vanished after listing: %s", landed.key, error)
-        load(_evidence(landed.key, 0, "file", "exists_when_read", f"vanished after listing: {error}"))  # type: ignore[operator]
+        yield _evidence(landed.key, 0, "file", "exists_when_read", f"vanished after listing: {error}")
     except FileReadError as error:
         log.warning("file %s unreadable from line %d: %s", landed.key, error.line_number, error)
-        evidence = _evidence(landed.key, error.line_number, "file", "readable_to_end", str(error), error.partial)
-        load(evidence)  # type: ignore[operator]
-    stats.bytes_read += landed.size
-    lines, loaded, quarantined = (
-        stats.lines_read - before[0],
-        stats.rows_loaded - before[1],
-        stats.rows_quarantined - before[2],
+        yield _evidence(landed.key, error.line_number, "file", "readable_to_end", str(error), error.partial)
+
+
+def parsed_batches(
+    files: list[LandedFile],
+    parser: PartitionParser,
+    landing: ObjectStore,
+    chunk_bytes: int,
+    workers: int,
+    log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+) -> Iterator[tuple[LandedFile, ParsedBatch | None]]:
+    """Parse `files` on `workers` threads; yield `(file, batch)` as batches are ready and
+    `(file, None)` once a file is finished.
+
+    polars, numpy and pyarrow release the GIL, so threads use every core. The hand-over
+    queue is bounded, so at most about `3 * workers` batches are in memory at once, however
+    large the day.
+    """
+    if workers <= 1 or len(files) <= 1:
+        for landed in files:
+            for batch in file_batches(landed, parser, landing, chunk_bytes, log):
+                yield landed, batch
+            yield landed, None
+        return
+    handover: queue.Queue[tuple[str, LandedFile, object]] = queue.Queue(maxsize=2 * workers)
+    stop = threading.Event()
+
+    def work(landed: LandedFile) -> None:
+        try:
+            for batch in file_batches(landed, parser, landing, chunk_bytes, log):
+                if stop.is_set():
+                    return
+                handover.put(("batch", landed, batch))
+            handover.put(("done", landed, None))
+        except BaseException as error:  # handed to the consuming thread, which re-raises it
+            handover.put(("error", landed, error))
+
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parse")
+    futures = [executor.submit(work, landed) for landed in files]
+    remaining = len(files)
+    try:
+        while remaining:
+            kind, landed, payload = handover.get()
+            if kind == "error":
+                raise payload  # type: ignore[misc]
+            if kind == "done":
+                remaining -= 1
+                yield landed, None
+            else:
+                yield landed, payload  # type: ignore[misc]
+    finally:
+        # Stop the workers and unblock any of them waiting on a full queue.
+        stop.set()
+        for future in futures:
+            future.cancel()
+        while not all(future.done() for future in futures):
+            try:
+                handover.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        executor.shutdown(wait=True)
+
+
+def _add_batch(stats: PartitionStats, batch: ParsedBatch) -> None:
+    stats.lines_read += batch.lines_read
+    stats.lines_ignored += batch.lines_ignored
+    stats.continuation_lines += batch.continuation_lines
+    stats.rows_loaded += batch.events.height
+    stats.rows_quarantined += batch.quarantined.height
+
+
+def _keep_samples(stats: PartitionStats, quarantined: pl.DataFrame) -> None:
+    """Keep the first few quarantined rows by file and line: the same samples whatever the
+    order in which the threads finished."""
+    candidates = quarantined.head(SAMPLE_SIZE).select("source_file", "line_number", "reason", "raw_line").to_dicts()
+    merged = sorted(
+        [*stats.sample_quarantined, *candidates], key=lambda row: (str(row["source_file"]), int(row["line_number"]))
     )
-    log.info(
-        "file %s: %d lines, %d rows loaded, %d quarantined in %.2f s",
-        landed.key,
-        lines,
-        loaded,
-        quarantined,
-        time.perf_counter() - file_started,
-    )
+    stats.sample_quarantined = merged[:SAMPLE_SIZE]
 
 
 def _evidence(
