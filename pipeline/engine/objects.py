@@ -1,8 +1,8 @@
 """Object stores: where raw files land and where the pipeline writes its objects.
 
 The engine only sees this small interface, so the same code reads a local folder or an
-object-store bucket. Keys are `/`-separated and relative to the store's root; a key that
-tries to leave the root (`..`, absolute paths) is refused.
+object-store bucket (`pipeline.engine.s3`). Keys are `/`-separated and relative to the
+store's root; a key that tries to leave the root (`..`, absolute paths) is refused.
 """
 
 from __future__ import annotations
@@ -27,12 +27,38 @@ def safe_key(key: str) -> str:
     return str(path) if str(path) != "." else ""
 
 
+class ObjectStoreError(Exception):
+    """A store operation failed; the message names the store, the bucket and the key.
+
+    `retryable` tells whether trying again later could help (throttling, server errors,
+    dropped connections, once the client's own retries are spent) or not (access denied,
+    no such bucket, bad credentials): callers retry the former and fail fast on the latter.
+    """
+
+    def __init__(
+        self, message: str, *, bucket: str = "", key: str = "", code: str = "", retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+        self.key = key
+        self.code = code
+        self.retryable = retryable
+
+
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """The object does not exist (any more). A `FileNotFoundError`, so that callers treat an
+    object that vanished after it was listed exactly like a local file that did."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One stored object: its key relative to the store root and its size in bytes."""
+    """One stored object: its key relative to the store root, its size in bytes, and a
+    `version` that changes whenever the object is replaced (an S3 ETag, or the local file's
+    modification time and size), so that a re-delivered file can be told from one already seen."""
 
     key: str
     size: int
+    version: str = ""
 
 
 class ObjectStore(Protocol):
@@ -41,7 +67,8 @@ class ObjectStore(Protocol):
     url: str
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with `prefix` (recursively), in key order."""
+        """Every object under the folder `prefix` (recursively), in key order, with its size
+        and version."""
         ...
 
     def open(self, key: str) -> BinaryIO:
@@ -73,10 +100,12 @@ class LocalObjectStore:
             for name in files:
                 path = Path(directory) / name
                 try:
-                    size = path.stat().st_size
+                    status = path.stat()
                 except FileNotFoundError:
                     continue  # vanished while listing; it is simply not part of this listing
-                found.append(ObjectInfo(path.relative_to(self.root).as_posix(), size))
+                # A replaced file gets a new mtime (and usually size): that is its version.
+                version = f"{status.st_mtime_ns}-{status.st_size}"
+                found.append(ObjectInfo(path.relative_to(self.root).as_posix(), status.st_size, version))
         yield from sorted(found, key=lambda info: info.key)
 
     def open(self, key: str) -> BinaryIO:

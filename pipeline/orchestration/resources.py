@@ -1,22 +1,106 @@
-"""The resource giving assets their stores and warehouse, built from `PIPELINE_*` settings."""
+"""The resource giving assets (and sensors) their stores and warehouse, built from `PIPELINE_*` settings.
+
+Two modes, chosen by the URLs alone:
+
+- **local** (the embedded defaults): landing and output are local folders. No S3 client is
+  ever created, so nothing can reach S3 (or any other remote service) by accident.
+- **s3**: `PIPELINE_LANDING_URL` and/or `PIPELINE_OUTPUT_URL` is `s3://bucket/prefix`. The
+  client comes from the nested `S3ClientResource` (dagster-aws's `S3Resource`), so endpoint,
+  region and credentials follow the standard AWS environment (`AWS_ENDPOINT_URL` for
+  S3-compatible stores, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_PROFILE`/
+  task roles), with explicit timeouts and bounded retries.
+
+The DuckDB warehouse is a local file in both modes. The mode and the locations are logged
+when the resource is set up, i.e. at the start of every step of every run.
+"""
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.handlers import disable_signing
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
 
 from pipeline.engine.objects import LocalObjectStore, ObjectStore
+from pipeline.engine.s3 import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    S3ObjectStore,
+    client_config,
+    parse_s3_url,
+)
 from pipeline.engine.warehouse import Warehouse
 from pipeline.settings import Settings, SettingsError, resolve_local
 
 
-def _store(url: str, variable: str) -> ObjectStore:
-    if url.startswith("s3://"):
-        raise SettingsError(
-            f"{variable}={url}: object-store URLs are not supported by this build yet; use a local directory"
+class S3ClientResource(S3Resource):
+    """dagster-aws's `S3Resource` with explicit connect and read timeouts.
+
+    Every field of `S3Resource` applies (region, endpoint, profile, keys, SSL, `max_attempts`);
+    left unset, boto3 takes them from the standard AWS environment. `S3Resource.get_client()`
+    hands botocore a retry setting only, leaving the timeouts at botocore's implicit defaults,
+    and a botocore client's timeouts cannot be changed once it is built; so `get_client()`
+    builds the client from the same fields, with `pipeline.engine.s3.client_config()`.
+    """
+
+    connect_timeout_s: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_S, description="Seconds to wait for a connection to S3."
+    )
+    read_timeout_s: float = Field(
+        default=DEFAULT_READ_TIMEOUT_S,
+        description="Seconds to wait for bytes from S3 on an open connection (per read, not per transfer).",
+    )
+
+    def get_client(self) -> Any:
+        session = boto3.session.Session(profile_name=self.profile_name)
+        client = session.client(
+            "s3",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=client_config(
+                connect_timeout_s=self.connect_timeout_s,
+                read_timeout_s=self.read_timeout_s,
+                max_attempts=self.max_attempts,
+            ),
         )
-    if "://" in url:
-        raise SettingsError(f"{variable}={url}: expected a local directory or an s3:// URL")
-    return LocalObjectStore(resolve_local(url))
+        if self.use_unsigned_session:
+            client.meta.events.register("choose-signer.s3.*", disable_signing)
+        return client
+
+
+def _max_attempts_from_env() -> dict[str, int]:
+    """`AWS_MAX_ATTEMPTS`, the standard variable for the number of attempts per call, if set.
+
+    botocore reads it only when the client's configuration names no attempts, and
+    `S3Resource` always does (5 by default), so it is passed on explicitly; otherwise an
+    operator's setting would be silently ignored."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if not value:
+        return {}
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(f"AWS_MAX_ATTEMPTS={value}: expected a whole number of attempts, at least 1")
+    return {"max_attempts": int(value)}
+
+
+def _check_url(url: str, variable: str) -> None:
+    """Refuse a location that is neither a local path nor a well-formed s3:// URL."""
+    if url.startswith("s3://"):
+        try:
+            parse_s3_url(url)
+        except ValueError as error:
+            raise SettingsError(f"{variable}={url}: {error}") from error
+    elif "://" in url:
+        raise SettingsError(f"{variable}={url}: expected a local directory or an s3://bucket/prefix URL")
 
 
 class PipelineResource(ConfigurableResource):
@@ -27,26 +111,77 @@ class PipelineResource(ConfigurableResource):
     warehouse_path: str
     # How long a run waits for another process to release the DuckDB file before failing.
     warehouse_lock_timeout_s: float = 1800.0
+    # Only used (and only turned into a client) when a URL is s3://.
+    s3: S3ClientResource = Field(default_factory=S3ClientResource)
+
+    _s3_client: Any = PrivateAttr(default=None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineResource:
         """Build the resource from environment-derived settings."""
-        return cls(landing_url=settings.landing_url, output_url=settings.output_url, warehouse_path=settings.warehouse)
+        return cls(
+            landing_url=settings.landing_url,
+            output_url=settings.output_url,
+            warehouse_path=settings.warehouse,
+            s3=S3ClientResource(**_max_attempts_from_env()),
+        )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Check the settings and log the mode before any step uses them.
+
+        A bad setting fails here, in resource setup, so no retry policy waits on it."""
+        description = self.describe()
+        if context.log is not None:
+            context.log.info("pipeline storage: %s", description)
+
+    @property
+    def mode(self) -> str:
+        """`s3` when the landing zone or the output store is in S3, else `local`."""
+        return "s3" if any(url.startswith("s3://") for url in (self.landing_url, self.output_url)) else "local"
 
     def landing(self) -> ObjectStore:
         """Where raw log files land."""
-        return _store(self.landing_url, "PIPELINE_LANDING_URL")
+        return self._store(self.landing_url, "PIPELINE_LANDING_URL")
 
     def output(self) -> ObjectStore:
         """Where manifests and other objects are written."""
-        return _store(self.output_url, "PIPELINE_OUTPUT_URL")
+        return self._store(self.output_url, "PIPELINE_OUTPUT_URL")
 
     def warehouse(self) -> Warehouse:
-        """The DuckDB warehouse."""
-        if "://" in self.warehouse_path:
-            raise SettingsError(f"PIPELINE_WAREHOUSE={self.warehouse_path}: expected a local file path")
-        return Warehouse(resolve_local(self.warehouse_path), lock_timeout_s=self.warehouse_lock_timeout_s)
+        """The DuckDB warehouse (a local file in both modes)."""
+        return Warehouse(self._warehouse_path(), lock_timeout_s=self.warehouse_lock_timeout_s)
+
+    def s3_client(self) -> Any:
+        """The boto3 S3 client, created on first use (never in local mode) and shared by the stores."""
+        if self._s3_client is None:
+            self._s3_client = self.s3.get_client()
+        return self._s3_client
 
     def describe(self) -> str:
-        """One line naming the mode and locations, logged at the start of every run."""
-        return f"mode=local landing={self.landing().url} output={self.output().url} warehouse={self.warehouse().path}"
+        """One line naming the mode and locations, logged at the start of every run.
+
+        Validates the settings; in local mode it creates no S3 client."""
+        _check_url(self.landing_url, "PIPELINE_LANDING_URL")
+        _check_url(self.output_url, "PIPELINE_OUTPUT_URL")
+        line = (
+            f"mode={self.mode} landing={self._location(self.landing_url)} output={self._location(self.output_url)} "
+            f"warehouse={self._warehouse_path()}"
+        )
+        if self.mode == "s3":
+            client = self.s3_client()
+            line += f" s3_endpoint={client.meta.endpoint_url} s3_region={client.meta.region_name}"
+        return line
+
+    def _location(self, url: str) -> str:
+        return url if url.startswith("s3://") else str(resolve_local(url))
+
+    def _warehouse_path(self) -> Path:
+        if "://" in self.warehouse_path:
+            raise SettingsError(f"PIPELINE_WAREHOUSE={self.warehouse_path}: expected a local file path")
+        return resolve_local(self.warehouse_path)
+
+    def _store(self, url: str, variable: str) -> ObjectStore:
+        _check_url(url, variable)
+        if url.startswith("s3://"):
+            return S3ObjectStore.from_url(url, self.s3_client())
+        return LocalObjectStore(resolve_local(url))
