@@ -5,15 +5,59 @@ from __future__ import annotations
 from dagster import Definitions
 
 from pipeline.orchestration.assets import build_source_assets
+from pipeline.orchestration.jobs import daily_job, freshness_checks, freshness_sensor
+from pipeline.orchestration.operations import OperationsSettings
 from pipeline.orchestration.resources import PipelineResource
+from pipeline.orchestration.schedules import build_completeness_schedule, build_daily_schedule
+from pipeline.orchestration.sensors import (
+    build_backfill_guard,
+    build_completeness_reporter,
+    build_failure_notifier,
+    build_freshness_alert,
+    build_landing_sensor,
+    build_success_notifier,
+)
 from pipeline.settings import Settings
 from pipeline.sources import configured_sources
 
 
 def build_definitions() -> Definitions:
-    """Assets and checks for every configured source, with settings from the environment."""
-    assets = [asset for spec in configured_sources().values() for asset in build_source_assets(spec)]
-    return Definitions(assets=assets, resources={"pipeline": PipelineResource.from_settings(Settings.from_env())})
+    """Assets, checks, jobs, schedules and sensors for every configured source, with settings
+    from the environment."""
+    specs = list(configured_sources().values())
+    operations = OperationsSettings.from_env()
+    assets = []
+    checks = []
+    jobs = []
+    schedules = []
+    sensors = []
+    for spec in specs:
+        assets.extend(build_source_assets(spec))
+        source_checks = freshness_checks(spec)
+        checks.extend(source_checks)
+        job = daily_job(spec, source_checks)
+        jobs.append(job)
+        schedules.append(build_daily_schedule(spec, job, operations))
+        schedules.append(build_completeness_schedule(spec, job, operations))
+        sensors.append(build_landing_sensor(spec, job, operations))
+    sensors.extend(
+        [
+            freshness_sensor(checks, operations),
+            build_freshness_alert(specs, operations),
+            build_completeness_reporter(specs, operations),
+            build_failure_notifier(operations),
+            build_success_notifier(specs, operations),
+            build_backfill_guard(specs, operations),
+        ]
+    )
+    return Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={"pipeline": PipelineResource.from_settings(Settings.from_env())},
+    )
 
 
 defs = build_definitions()

@@ -7,7 +7,9 @@ a range gets its own row counts, an empty day 0.
 """
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dagster import (
@@ -16,6 +18,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
@@ -25,22 +28,64 @@ from dagster import (
     asset,
     multi_asset,
 )
+from pydantic import Field
 
 from pipeline.engine.ingest import PartitionStats, ingest_partition
+from pipeline.engine.landing_state import landing_state
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
+from pipeline.orchestration.operations import WAREHOUSE_POOL, is_paused
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
+from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
+from pipeline.settings import SettingsError
 from pipeline.sources.spec import SourceSpec
 
 QUARANTINE_RATE_CHECK = "quarantine_rate"
 HOURS_COMPLETE_CHECK = "hours_complete"
+# Metadata key of the landing state a partition was loaded from (see landing_state.py).
+FINGERPRINT_METADATA = "landing_fingerprint"
+
+
+def _env_default(name: str, default: float, minimum: float) -> float:
+    """A deployment-wide default for a run config field, so that UI backfills (which are
+    launched without run config) can be throttled too."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: expected at least {minimum:g}")
+    return value
 
 
 class IngestConfig(Config):
-    """Run configuration of the ingest step."""
+    """Run configuration of the ingest step (the launchpad shows these with their defaults)."""
 
-    # Bytes read per batch: bounds the memory used per file, whatever the day's size.
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    chunk_bytes: int = Field(
+        default=int(_env_default("PIPELINE_INGEST_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 4096)),
+        ge=4096,
+        description="Bytes read per batch: bounds the memory used per file, whatever the day's size "
+        "(default: PIPELINE_INGEST_CHUNK_BYTES or 8 MiB).",
+    )
+    sleep_between_batches_s: float = Field(
+        default=_env_default("PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S", 0.0, 0.0),
+        ge=0.0,
+        description="Pause after each loaded batch, to throttle a backfill "
+        "(default: PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S or 0).",
+    )
+    progress_interval_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="At most one progress log line and observation per partition per this many seconds.",
+    )
+    pause_poll_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="While the warehouse pool is paused (limit 0), how often to look whether it was resumed.",
+    )
 
 
 def events_key(spec: SourceSpec) -> AssetKey:
@@ -145,6 +190,102 @@ def hours_complete_result(spec: SourceSpec, days: Sequence[PartitionStats]) -> A
     )
 
 
+def wait_while_paused(context: AssetExecutionContext, poll_s: float, before: str) -> float:
+    """Block while the warehouse pool's limit is 0 (the pause switch); returns the seconds waited.
+
+    Called between partitions, so a paused run finishes the partition it is in (or, if it is
+    killed, that partition's transaction rolls back) and resumes exactly where it stopped.
+    """
+    if not is_paused(context.instance, WAREHOUSE_POOL):
+        return 0.0
+    started = last_log = time.monotonic()
+    context.log.warning(
+        "paused: pool %r has limit 0 (set by an operator or the backfill guard); waiting before %s. "
+        "Resume with `dagster instance concurrency set %s 1` or in the UI (Deployment > Concurrency).",
+        WAREHOUSE_POOL,
+        before,
+        WAREHOUSE_POOL,
+    )
+    while is_paused(context.instance, WAREHOUSE_POOL):
+        time.sleep(poll_s)
+        if time.monotonic() - last_log >= 60:
+            last_log = time.monotonic()
+            context.log.info("still paused before %s (%.0f s)", before, last_log - started)
+    waited = time.monotonic() - started
+    context.log.info("resumed after %.1f s paused; continuing with %s", waited, before)
+    return waited
+
+
+class ProgressReporter:
+    """Reports a long partition's progress while it loads: a log line and an `AssetObservation`
+    on `S/events` (visible on the asset's page during the run), at most every `interval_s`."""
+
+    def __init__(self, context: AssetExecutionContext, spec: SourceSpec, interval_s: float) -> None:
+        self.context = context
+        self.spec = spec
+        self.interval_s = interval_s
+
+    def for_day(self, day: dt.date, position: int, total: int, total_bytes: int) -> Callable[[PartitionStats], None]:
+        """The `on_progress` callback of one partition (called after each loaded batch)."""
+        started = time.monotonic()
+        last = started
+
+        def report(stats: PartitionStats) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < self.interval_s:
+                return
+            last = now
+            done = stats.bytes_read / total_bytes if total_bytes else 0.0
+            self.context.log.info(
+                "progress %s %s (day %d of %d): %s lines read, %s rows loaded, %s quarantined, "
+                "%.0f%% of %s bytes in finished files, %.1f s",
+                self.spec.name,
+                day,
+                position,
+                total,
+                f"{stats.lines_read:,}",
+                f"{stats.rows_loaded:,}",
+                f"{stats.rows_quarantined:,}",
+                100 * done,
+                f"{total_bytes:,}",
+                now - started,
+            )
+            self.context.log_event(
+                AssetObservation(
+                    asset_key=events_key(self.spec),
+                    partition=day.isoformat(),
+                    metadata={
+                        "progress/status": "running",
+                        "progress/lines_read": stats.lines_read,
+                        "progress/rows_loaded": stats.rows_loaded,
+                        "progress/rows_quarantined": stats.rows_quarantined,
+                        "progress/share_of_bytes": MetadataValue.float(round(done, 4)),
+                        "progress/elapsed_s": MetadataValue.float(round(now - started, 1)),
+                        "progress/day": f"{position} of {total}",
+                    },
+                )
+            )
+
+        return report
+
+    def day_done(self, stats: PartitionStats, position: int, total: int) -> None:
+        """One observation per finished partition, so a long range run shows its days as they end."""
+        self.context.log_event(
+            AssetObservation(
+                asset_key=events_key(self.spec),
+                partition=stats.partition_date,
+                metadata={
+                    "progress/status": stats.status,
+                    "progress/rows_loaded": stats.rows_loaded,
+                    "progress/rows_quarantined": stats.rows_quarantined,
+                    "progress/day": f"{position} of {total}",
+                    "progress/summary": stats.summary,
+                },
+            )
+        )
+
+
 def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
     """Build the assets and checks of one source from its definition."""
     partitions = daily_partitions(spec)
@@ -187,12 +328,18 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         specs=ingest_specs,
         check_specs=check_specs,
         backfill_policy=BackfillPolicy.single_run(),
+        # Re-runs the step after a transient fault (e.g. S3 throttling that outlasted the client's
+        # own retries); `retry_transient_only` fails every other error at once (see retries.py).
+        retry_policy=INGEST_RETRY_POLICY,
+        # One pool for every warehouse writer: throttles runs and is the pause switch.
+        pool=WAREHOUSE_POOL,
         description=f"Parse, validate and load `{spec.name}` log files of each day.",
     )
+    @retry_transient_only
     def ingest(context: AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource) -> Iterator[Any]:
         days = days_in_range(context.partition_key_range)
         context.log.info(
-            "run %s: source=%s days=%s..%s (%d) %s chunk_bytes=%d",
+            "run %s: source=%s days=%s..%s (%d) %s chunk_bytes=%d sleep_between_batches_s=%g",
             context.run_id,
             spec.name,
             days[0],
@@ -200,12 +347,18 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
             len(days),
             pipeline.describe(),
             config.chunk_bytes,
+            config.sleep_between_batches_s,
         )
         landing, output, warehouse = pipeline.landing(), pipeline.output(), pipeline.warehouse()
         # An audit stamp for the DLQ, not data logic: the data date is the partition key.
         quarantined_at = dt.datetime.now(dt.UTC)
+        progress = ProgressReporter(context, spec, config.progress_interval_s)
         results: list[PartitionStats] = []
-        for day in days:
+        for position, day in enumerate(days, start=1):
+            wait_while_paused(context, config.pause_poll_s, f"{spec.name} {day} (day {position} of {len(days)})")
+            # Fingerprint what has landed *before* reading it: a file that lands during the load
+            # makes the recorded fingerprint stale, so the landing sensor re-runs the day.
+            state = landing_state(landing, spec.name, day)
             stats = ingest_partition(
                 spec,
                 day,
@@ -215,11 +368,17 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
                 run_id=context.run_id,
                 quarantined_at=quarantined_at,
                 chunk_bytes=config.chunk_bytes,
+                sleep_between_batches_s=config.sleep_between_batches_s,
+                on_progress=progress.for_day(day, position, len(days), state.bytes),
                 log=context.log,
             )
             key = day.isoformat()
-            context.add_asset_metadata(events_metadata(stats), asset_key=events_key(spec), partition_key=key)
+            metadata = events_metadata(stats)
+            metadata[FINGERPRINT_METADATA] = state.fingerprint
+            context.add_asset_metadata(metadata, asset_key=events_key(spec), partition_key=key)
             context.add_asset_metadata(dlq_metadata(stats), asset_key=dlq_key(spec), partition_key=key)
+            if len(days) > 1:
+                progress.day_done(stats, position, len(days))
             results.append(stats)
         yield MaterializeResult(asset_key=events_key(spec))
         yield MaterializeResult(asset_key=dlq_key(spec))
@@ -231,6 +390,7 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         deps=[events_key(spec)],
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
         group_name=group,
         kinds={"duckdb"},
         description=f"Daily figures of `{spec.name}` for on-call: {', '.join(spec.daily_metrics)}. "
@@ -238,9 +398,12 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
     )
     def daily_metrics(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
         warehouse = pipeline.warehouse()
-        with warehouse.connect() as connection:
-            warehouse.ensure_tables(connection, spec)
-            for day in days_in_range(context.partition_key_range):
+        days = days_in_range(context.partition_key_range)
+        for position, day in enumerate(days, start=1):
+            # Each day in its own connection, so that a pause (or another writer) can come between days.
+            wait_while_paused(context, 5.0, f"daily_metrics {spec.name} {day} (day {position} of {len(days)})")
+            with warehouse.connect() as connection:
+                warehouse.ensure_tables(connection, spec)
                 rows = warehouse.replace_daily_metrics(connection, spec, day)
                 figures = warehouse.daily_metrics(connection, spec, day)
                 context.log.info("daily_metrics %s %s: %d row(s) %s", spec.name, day, rows, figures)

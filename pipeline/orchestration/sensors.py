@@ -1,0 +1,576 @@
+"""Sensors: late and re-delivered files, completeness reports, notifications, backfill guard.
+
+- `S_landing_sensor` (per source): a day already loaded whose files changed since (a late
+  file, a re-delivered file with new content, a removed file) is re-run, exactly that
+  partition. Cursor-based (round robin over the look-back window, the fingerprint last
+  requested per day), bounded work per tick, idempotent run keys.
+- `completeness_reporter`: completes the weekly missing-hours manifests once their re-runs
+  have ended, and sends every completeness message.
+- `notify_on_run_failure` / `notify_on_run_success`: the webhook messages for runs.
+- `backfill_guard`: pauses the warehouse pool (the pause switch) when a running backfill's
+  share of failed runs or of quarantined rows rises above the configured level, and says so.
+- `freshness_alert`: says when yesterday's partition is still missing at the deadline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    EventLogRecord,
+    RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
+    RunStatusSensorContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
+    sensor,
+)
+
+# The type `define_asset_job` returns (not exported at the top level).
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+# Backfill statuses are not exported at the top level; the instance API that takes them is.
+from dagster._core.execution.backfill import BulkActionStatus
+
+from pipeline.engine.completeness import (
+    REQUESTED,
+    RunOutcome,
+    finish_window,
+    read_day_manifest,
+    read_report,
+    report_keys,
+    write_report,
+)
+from pipeline.engine.landing_state import landing_state
+from pipeline.orchestration.assets import FINGERPRINT_METADATA, events_key, metrics_key
+from pipeline.orchestration.jobs import daily_job_name
+from pipeline.orchestration.notifications import Notifier, failure_text, success_text
+from pipeline.orchestration.operations import (
+    COMPLETENESS_TAG,
+    FINGERPRINT_TAG,
+    FRESHNESS_DEADLINE,
+    PRIORITY_LANDING,
+    WAREHOUSE_POOL,
+    OperationsSettings,
+    day_tags,
+    is_paused,
+    pool_limit,
+    set_pool_limit,
+)
+from pipeline.orchestration.resources import PipelineResource
+from pipeline.sources.spec import SourceSpec
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+BACKFILL_ID_TAG = "dagster/backfill"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+ACTIVE_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+# How long a completeness window waits for runs that were never launched (a "test
+# schedule" evaluation in the UI writes the plan without launching its runs).
+COMPLETENESS_LAUNCH_GRACE = dt.timedelta(minutes=30)
+# Manifests the backfill guard reads per tick, at most (it resumes where it stopped).
+GUARD_MANIFESTS_PER_TICK = 500
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, in UTC (sensors decide *when*; the data date always comes from partitions)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def run_days(tags: dict[str, str] | Any) -> list[str]:
+    """The partition keys (days) a run covers, from its tags: one day, a range, or none."""
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        first = dt.date.fromisoformat(tags[RANGE_START_TAG])
+        last = dt.date.fromisoformat(tags[RANGE_END_TAG])
+        return [(first + dt.timedelta(days=offset)).isoformat() for offset in range((last - first).days + 1)]
+    return []
+
+
+def run_sources(run: DagsterRun, specs: Sequence[SourceSpec]) -> list[SourceSpec]:
+    """The sources whose `S/events` a run materializes (by its asset selection, or its job)."""
+    if run.asset_selection:
+        return [spec for spec in specs if events_key(spec) in run.asset_selection]
+    return [spec for spec in specs if run.job_name == daily_job_name(spec)]
+
+
+def latest_materialization(instance: DagsterInstance, key: AssetKey, partition: str) -> EventLogRecord | None:
+    """The newest materialization of one partition of an asset, if any."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def _window(today: dt.date, lookback_days: int, first_day: dt.date) -> list[dt.date]:
+    """Complete days of the look-back window, oldest first (today is not complete yet)."""
+    days = [today - dt.timedelta(days=offset) for offset in range(lookback_days, 0, -1)]
+    return [day for day in days if day >= first_day]
+
+
+# -- landing sensor ------------------------------------------------------------------------
+@dataclass
+class LandingCursor:
+    """Where the round robin over the window resumes, and the landing fingerprint a run was
+    last requested for, per day (so the same content is never requested twice)."""
+
+    next_day: str | None = None
+    requested: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def loads(cls, text: str | None) -> LandingCursor:
+        """Parse a cursor; a missing or unreadable one starts afresh (the scan is idempotent)."""
+        try:
+            document = json.loads(text) if text else {}
+            return cls(next_day=document.get("next_day"), requested=dict(document.get("requested", {})))
+        except (ValueError, AttributeError, TypeError):
+            return cls()
+
+    def dumps(self) -> str:
+        """Serialise."""
+        return json.dumps({"next_day": self.next_day, "requested": self.requested}, sort_keys=True)
+
+    def scan_order(self, window: list[dt.date]) -> list[dt.date]:
+        """The window, starting at the day where the last tick stopped."""
+        start = 0
+        if self.next_day is not None:
+            keys = [day.isoformat() for day in window]
+            start = next((index for index, key in enumerate(keys) if key >= self.next_day), 0)
+        return window[start:] + window[:start]
+
+
+def active_days(instance: DagsterInstance, key: AssetKey) -> set[str]:
+    """Days of `key` that a queued or running run is about to (re)load."""
+    days: set[str] = set()
+    for run in instance.get_runs(RunsFilter(statuses=ACTIVE_STATUSES), limit=500):
+        if run.asset_selection is None or key in run.asset_selection:
+            days.update(run_days(run.tags))
+    return days
+
+
+def build_landing_sensor(
+    spec: SourceSpec, job: UnresolvedAssetJobDefinition, settings: OperationsSettings, clock: Clock = utc_now
+) -> SensorDefinition:
+    """`S_landing_sensor`: re-run a loaded day whose files changed since it was loaded."""
+
+    @sensor(
+        name=f"{spec.name}_landing_sensor",
+        job=job,
+        minimum_interval_seconds=settings.landing_interval_s,
+        default_status=settings.sensor_status,
+        description=f"Re-runs a day of `{spec.name}` (within the last {settings.landing_lookback_days} days) "
+        "that was already loaded and whose files changed since: a late file, a re-delivered file with new "
+        f"content, a removed file. At most {settings.landing_days_per_tick} days listed and "
+        f"{settings.landing_runs_per_tick} runs requested per tick.",
+    )
+    def landing_sensor(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
+        today = clock().astimezone(dt.UTC).date()
+        window = _window(today, settings.landing_lookback_days, spec.first_day)
+        cursor = LandingCursor.loads(context.cursor)
+        order = cursor.scan_order(window)[: settings.landing_days_per_tick]
+        busy = active_days(context.instance, events_key(spec))
+        landing = pipeline.landing()
+        requests: list[RunRequest] = []
+        notes: list[str] = []
+        scanned = 0
+        for day in order:
+            if len(requests) >= settings.landing_runs_per_tick:
+                break
+            scanned += 1
+            key = day.isoformat()
+            record = latest_materialization(context.instance, events_key(spec), key)
+            if record is None:
+                continue  # never loaded: the daily schedule's (or the completeness scan's) business
+            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+            state = landing_state(landing, spec.name, day)
+            if FINGERPRINT_METADATA in metadata:
+                changed = metadata[FINGERPRINT_METADATA].value != state.fingerprint
+            else:
+                # Loaded before fingerprints were recorded: compare what can be compared.
+                loaded = (metadata["files"].value, metadata["bytes_read"].value) if "files" in metadata else None
+                changed = loaded != (state.files, state.bytes)
+            if not changed:
+                continue
+            if key in busy:
+                notes.append(f"{key} changed but a run is already queued or running for it")
+                continue
+            if cursor.requested.get(key) == state.fingerprint:
+                notes.append(f"{key} changed; a run for exactly these files was already requested")
+                continue
+            context.log.info(
+                "%s %s changed since it was loaded (now %d files, %d bytes, hours %s): requesting a re-run",
+                spec.name,
+                key,
+                state.files,
+                state.bytes,
+                state.hours_present,
+            )
+            requests.append(
+                RunRequest(
+                    run_key=f"landing:{spec.name}:{key}:{state.fingerprint}",
+                    partition_key=key,
+                    tags=day_tags("landing_sensor", PRIORITY_LANDING, **{FINGERPRINT_TAG: state.fingerprint}),
+                )
+            )
+            cursor.requested[key] = state.fingerprint
+        if scanned < len(order):
+            cursor.next_day = order[scanned].isoformat()  # stopped early: resume with the first day not scanned
+        elif scanned:
+            cursor.next_day = window[(window.index(order[-1]) + 1) % len(window)].isoformat()
+        else:
+            cursor.next_day = None
+        keys = {day.isoformat() for day in window}
+        cursor.requested = {day: value for day, value in cursor.requested.items() if day in keys}
+        for note in notes:
+            context.log.info("%s %s", spec.name, note)
+        if requests:
+            return SensorResult(run_requests=requests, cursor=cursor.dumps())
+        scanned_text = f"{order[0]}..{order[scanned - 1]}" if scanned else "nothing"
+        reason = f"{spec.name}: no loaded day changed (scanned {scanned_text})"
+        return SensorResult(skip_reason=SkipReason("; ".join([reason, *notes])), cursor=cursor.dumps())
+
+    return landing_sensor
+
+
+# -- completeness reports ------------------------------------------------------------------
+def window_outcomes(
+    instance: DagsterInstance, window_id: str, days: Iterable[str]
+) -> tuple[dict[str, RunOutcome], list[str], list[str]]:
+    """For each re-run day of a completeness window: its final outcome, or whether its run is
+    still pending (queued, running, or failed and about to be retried) or missing."""
+    runs = instance.get_runs(RunsFilter(tags={COMPLETENESS_TAG: window_id}))  # newest first
+    outcomes: dict[str, RunOutcome] = {}
+    pending: list[str] = []
+    missing: list[str] = []
+    for day in days:
+        for_day = [run for run in runs if run.tags.get(PARTITION_TAG) == day]
+        if not for_day:
+            missing.append(day)
+            continue
+        latest = for_day[0]
+        if not latest.is_finished or latest.is_complete_and_waiting_to_retry:
+            pending.append(day)
+            continue
+        outcomes[day] = RunOutcome(latest.run_id, latest.status == DagsterRunStatus.SUCCESS)
+    return outcomes, pending, missing
+
+
+def build_completeness_reporter(
+    specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
+) -> SensorDefinition:
+    """`completeness_reporter`: finish requested windows when their runs are over, and send
+    each window's message once (the manifest records that it was sent)."""
+
+    @sensor(
+        name="completeness_reporter",
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Completes the weekly missing-hours manifests (backfills/S/START..END.json) once their "
+        "re-runs have ended, and sends their message to the webhook.",
+    )
+    def completeness_reporter(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
+        output = pipeline.output()
+        notifier = Notifier.from_settings(settings)
+        # The manifest itself is the state: a report is finished once its status is final and
+        # its notification is recorded. A rescan of the same window rewrites the manifest with no
+        # notification, so it is reported again. (One small manifest per source and week.)
+        done: list[str] = []
+        for spec in specs:
+            for key in report_keys(output, spec.name):
+                report = read_report(output, key)
+                if report is None or (report.status != REQUESTED and report.notification is not None):
+                    continue
+                if report.status == REQUESTED:
+                    outcomes, pending, missing = window_outcomes(context.instance, report.window_id, report.rerun_days)
+                    scanned_at = dt.datetime.fromisoformat(report.scanned_at)
+                    if pending or (missing and clock() - scanned_at < COMPLETENESS_LAUNCH_GRACE):
+                        context.log.info("%s: waiting for %d re-run(s)", report.window_id, len(pending) + len(missing))
+                        continue
+                    finish_window(report, outcomes, output=output, finished_at=clock())
+                    write_report(output, report)
+                sent = notifier.send(report.message)
+                stamp = clock().isoformat()
+                report.notification = f"sent {stamp}" if sent else "disabled: PIPELINE_NOTIFY_WEBHOOK_URL unset"
+                write_report(output, report)
+                done.append(report.message)
+        if not done:
+            return SensorResult(skip_reason=SkipReason("no completeness manifest to finish or send"))
+        for message in done:
+            context.log.info(message)
+        return SensorResult()
+
+    return completeness_reporter
+
+
+# -- run notifications ---------------------------------------------------------------------
+def _job_label(run: DagsterRun) -> str:
+    return "asset run" if run.job_name.startswith("__ASSET_JOB") else run.job_name
+
+
+def build_failure_notifier(settings: OperationsSettings) -> SensorDefinition:
+    """`notify_on_run_failure`: the error, the failed partitions and a link to the run."""
+
+    @run_failure_sensor(
+        name="notify_on_run_failure",
+        minimum_interval_seconds=15,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Posts every failed run of this code location to PIPELINE_NOTIFY_WEBHOOK_URL: the error, "
+        "the partitions and a link to the run.",
+    )
+    def notify_on_run_failure(context: RunFailureSensorContext) -> SkipReason | None:
+        notifier = Notifier.from_settings(settings)
+        if not notifier.enabled:
+            return SkipReason("PIPELINE_NOTIFY_WEBHOOK_URL is unset")
+        run = context.dagster_run
+        errors: list[str] = []
+        for event in context.get_step_failure_events():
+            error = event.step_failure_data.error
+            if error is not None:
+                errors.append(f"{event.step_key}: {error.message.strip()}")
+        if not errors and context.failure_event.message:
+            errors.append(context.failure_event.message.strip())
+        notifier.send(
+            failure_text(
+                job_name=_job_label(run),
+                run_id=run.run_id,
+                assets=sorted(key.to_user_string() for key in run.asset_selection or ()),
+                days=run_days(run.tags),
+                errors=errors,
+                settings=settings,
+                backfill_id=run.tags.get(BACKFILL_ID_TAG),
+            )
+        )
+        return None
+
+    return notify_on_run_failure
+
+
+def build_success_notifier(specs: Sequence[SourceSpec], settings: OperationsSettings) -> SensorDefinition:
+    """`notify_on_run_success`: a summary of each successful load, read from its manifests."""
+
+    @run_status_sensor(
+        run_status=DagsterRunStatus.SUCCESS,
+        name="notify_on_run_success",
+        minimum_interval_seconds=15,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Posts a summary of every successful load to PIPELINE_NOTIFY_WEBHOOK_URL, read from the "
+        "stats manifests of its days.",
+    )
+    def notify_on_run_success(context: RunStatusSensorContext, pipeline: PipelineResource) -> SkipReason | None:
+        notifier = Notifier.from_settings(settings)
+        if not notifier.enabled:
+            return SkipReason("PIPELINE_NOTIFY_WEBHOOK_URL is unset")
+        run = context.dagster_run
+        sources = run_sources(run, specs)
+        days = run_days(run.tags)
+        if not sources or not days:
+            return SkipReason(f"run {run.run_id} loaded no partition of any source")
+        output = pipeline.output()
+        manifests = {
+            spec.name: [read_day_manifest(output, spec.name, dt.date.fromisoformat(day)) for day in days]
+            for spec in sources
+        }
+        notifier.send(
+            success_text(job_name=_job_label(run), run_id=run.run_id, days=days, manifests=manifests, settings=settings)
+        )
+        return None
+
+    return notify_on_run_success
+
+
+# -- backfill guard (automatic pause) ------------------------------------------------------
+@dataclass
+class GuardState:
+    """What the guard has counted of one backfill: per (run, source), the index of the next
+    day to read and the rows read and quarantined so far; and whether it paused the backfill."""
+
+    progress: dict[str, list[int]] = field(default_factory=dict)  # "run:source" -> [next, read, quarantined]
+    paused: str | None = None
+
+
+def _load_guard_cursor(text: str | None) -> dict[str, GuardState]:
+    try:
+        document = json.loads(text) if text else {}
+        return {
+            backfill_id: GuardState(progress=dict(state["progress"]), paused=state.get("paused"))
+            for backfill_id, state in document.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def guard_breaches(
+    settings: OperationsSettings, finished: int, failed: int, rows_read: int, rows_quarantined: int
+) -> list[str]:
+    """Why a backfill should be paused (empty: it may go on)."""
+    reasons = []
+    if finished >= settings.autopause_min_runs and failed / finished > settings.autopause_failed_run_share:
+        reasons.append(
+            f"{failed} of {finished} finished runs failed ({failed / finished:.0%} > "
+            f"{settings.autopause_failed_run_share:.0%})"
+        )
+    if rows_read >= settings.autopause_min_rows and rows_quarantined / rows_read > settings.autopause_quarantine_rate:
+        reasons.append(
+            f"{rows_quarantined:,} of {rows_read:,} rows quarantined ({rows_quarantined / rows_read:.2%} > "
+            f"{settings.autopause_quarantine_rate:.2%})"
+        )
+    return reasons
+
+
+def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettings) -> SensorDefinition:
+    """`backfill_guard`: the automatic pause of a backfill that is going wrong."""
+
+    @sensor(
+        name="backfill_guard",
+        minimum_interval_seconds=settings.guard_interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Pauses the warehouse pool (limit 0) and notifies when a running backfill's share of failed "
+        f"runs exceeds {settings.autopause_failed_run_share:.0%} (after {settings.autopause_min_runs} runs) or "
+        f"its quarantine rate exceeds {settings.autopause_quarantine_rate:.2%} (after "
+        f"{settings.autopause_min_rows:,} rows).",
+    )
+    def backfill_guard(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
+        instance = context.instance
+        output = pipeline.output()
+        states = _load_guard_cursor(context.cursor)
+        active = instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)
+        budget = GUARD_MANIFESTS_PER_TICK
+        paused_now: list[str] = []
+        summaries: list[str] = []
+        for backfill in active:
+            state = states.setdefault(backfill.backfill_id, GuardState())
+            runs = instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: backfill.backfill_id}))
+            finished = [run for run in runs if run.is_finished]
+            failed = [run for run in finished if run.status == DagsterRunStatus.FAILURE]
+            for run in runs:
+                days = run_days(run.tags)
+                for spec in run_sources(run, specs):
+                    entry = state.progress.setdefault(f"{run.run_id}:{spec.name}", [0, 0, 0])
+                    # A range run loads its days in order: read on from the first not yet counted,
+                    # and stop at the first day this run has not finished.
+                    while entry[0] < len(days) and budget > 0:
+                        budget -= 1
+                        manifest = read_day_manifest(output, spec.name, dt.date.fromisoformat(days[entry[0]]))
+                        if manifest is None or manifest["run_id"] != run.run_id:
+                            break
+                        if manifest["status"] in ("loaded", "empty"):
+                            entry[1] += int(manifest["rows_read"])
+                            entry[2] += int(manifest["rows_quarantined"])
+                        entry[0] += 1
+            rows_read = sum(entry[1] for entry in state.progress.values())
+            rows_quarantined = sum(entry[2] for entry in state.progress.values())
+            summaries.append(
+                f"{backfill.backfill_id}: {len(failed)}/{len(finished)} runs failed, "
+                f"{rows_quarantined:,}/{rows_read:,} rows quarantined"
+            )
+            reasons = guard_breaches(settings, len(finished), len(failed), rows_read, rows_quarantined)
+            if not reasons or state.paused is not None:
+                continue
+            previous = pool_limit(instance)
+            if not is_paused(instance):
+                set_pool_limit(instance, 0)
+            state.paused = "; ".join(reasons)
+            paused_now.append(backfill.backfill_id)
+            context.log.warning("backfill %s: %s; pool %r paused", backfill.backfill_id, state.paused, WAREHOUSE_POOL)
+            Notifier.from_settings(settings).send(
+                f":double_vertical_bar: Backfill {backfill.backfill_id} auto-paused: {state.paused}.\n"
+                f"New work stopped: the pool {WAREHOUSE_POOL!r} is now 0 (was {previous}), so queued runs stay "
+                "queued and a running range stops before its next day.\n"
+                f"Resume: `dagster instance concurrency set {WAREHOUSE_POOL} {previous or 1}` (or UI > Deployment > "
+                "Concurrency); the guard will not pause this backfill again.\n"
+                f"Backfill: {settings.backfill_url(backfill.backfill_id)}"
+            )
+        active_ids = {backfill.backfill_id for backfill in active}
+        cursor = json.dumps(
+            {
+                backfill_id: {"progress": state.progress, "paused": state.paused}
+                for backfill_id, state in states.items()
+                if backfill_id in active_ids
+            },
+            sort_keys=True,
+        )
+        if paused_now:
+            return SensorResult(cursor=cursor)
+        return SensorResult(
+            skip_reason=SkipReason("; ".join(summaries) if summaries else "no backfill in progress"), cursor=cursor
+        )
+
+    return backfill_guard
+
+
+# -- "it did not run at all" ---------------------------------------------------------------
+def expected_day(now: dt.datetime) -> dt.date:
+    """The newest day that must be loaded by now: yesterday once today's deadline has passed,
+    else the day before (the same rule as the freshness checks)."""
+    now = now.astimezone(dt.UTC)
+    return now.date() - dt.timedelta(days=1 if now.time() >= FRESHNESS_DEADLINE else 2)
+
+
+def build_freshness_alert(
+    specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
+) -> SensorDefinition:
+    """`freshness_alert`: one message per source and day when the expected day is missing."""
+
+    @sensor(
+        name="freshness_alert",
+        minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Posts to the webhook when yesterday's partition of a source's events or daily metrics is "
+        f"still missing at {FRESHNESS_DEADLINE:%H:%M} UTC (the daily run did not run, failed, or was blocked).",
+    )
+    def freshness_alert(context: SensorEvaluationContext) -> SensorResult:
+        notifier = Notifier.from_settings(settings)
+        alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        if not notifier.enabled:
+            return SensorResult(skip_reason=SkipReason("PIPELINE_NOTIFY_WEBHOOK_URL is unset"), cursor=context.cursor)
+        day = expected_day(clock())
+        sent: list[str] = []
+        for spec in specs:
+            key = day.isoformat()
+            if day < spec.first_day or alerted.get(spec.name) == key:
+                continue
+            missing = [
+                asset.to_user_string()
+                for asset in (events_key(spec), metrics_key(spec))
+                if latest_materialization(context.instance, asset, key) is None
+            ]
+            if not missing:
+                continue
+            notifier.send(
+                f":warning: {spec.name} {key} is missing at the {FRESHNESS_DEADLINE:%H:%M} UTC deadline: "
+                f"{', '.join(missing)} not materialized. The daily run did not run, failed, or its quarantine "
+                f"check blocked the metrics.\nAsset: {settings.asset_url([spec.name, 'events'])}"
+            )
+            alerted[spec.name] = key
+            sent.append(spec.name)
+        cursor = json.dumps(alerted, sort_keys=True)
+        if sent:
+            return SensorResult(cursor=cursor)
+        return SensorResult(skip_reason=SkipReason(f"{day.isoformat()}: nothing missing"), cursor=cursor)
+
+    return freshness_alert
