@@ -1,0 +1,1 @@
+"""Benchmarks: throughput, memory and backfill figures of the ingest path against baselines."""

@@ -1,0 +1,41 @@
+"""Run the ingest of one partition in a fresh process and print its figures as JSON.
+
+Used by the benchmark for peak-memory figures: `ru_maxrss` of a process that did nothing
+else, so a 1x and a 10x day are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+from pipeline.engine.ingest import ingest_partition
+from pipeline.engine.objects import LocalObjectStore
+from pipeline.engine.warehouse import Warehouse
+from pipeline.sources import load_sources
+
+
+def main() -> None:
+    """`python -m benchmarks.probe ROOT SOURCE DAY`: ingest and report."""
+    root, source, day = Path(sys.argv[1]), sys.argv[2], dt.date.fromisoformat(sys.argv[3])
+    started = time.perf_counter()
+    stats = ingest_partition(
+        load_sources()[source],
+        day,
+        landing=LocalObjectStore(root / "landing"),
+        output=LocalObjectStore(root / "output"),
+        warehouse=Warehouse(root / f"probe-{source}.duckdb"),
+        run_id="benchmark",
+        quarantined_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    )
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"lines": stats.lines_read, "seconds": seconds, "peak_rss_mb": peak_mb}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The benchmark suite runs end to end (at a tiny size: figures are not asserted, only that
+every measurement happened on the data it claims)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline_tests.conftest import PROJECT_ROOT
+
+
+@pytest.mark.timeout(600)
+def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    """`python -m benchmarks.run` produces the table and JSON with every measure."""
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--lines", "4800", "--seed-style-lines", "500"]
+        + ["--pandas-lines", "2000", "--backfill-days", "2", "--backfill-lines", "240"]
+        + ["--workdir", str(tmp_path / "work"), "--output", str(output)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads(output.read_text())
+    throughput = results["throughput"]
+    # Every measurement read the lines it claims: 4,800 per partition, the baselines their subsets.
+    assert throughput["floor_duckdb_read_lines"]["lines"] == 4800
+    assert throughput["pipeline_ingest_access"]["lines"] == 4800
+    assert throughput["pipeline_ingest_app"]["lines"] >= 4800  # plus traceback continuation lines
+    assert throughput["baseline_seed_style"]["lines"] == 500
+    assert throughput["baseline_pandas_pandera"]["lines"] == 2000
+    assert all(figure["lines_per_s"] > 0 for figure in throughput.values())
+    assert results["memory"]["1x"]["lines"] == 4800 and results["memory"]["10x"]["lines"] == 48000
+    assert results["backfill_cli_range"]["partitions"] == 2
+    assert "ratio to seed-style baseline (a)" in completed.stdout
+    assert "peak RSS 10x / 1x" in completed.stdout
