@@ -1,5 +1,5 @@
-"""The benchmark suite runs end to end (at a tiny size: figures are not asserted, only that
-every measurement happened on the data it claims)."""
+"""The benchmark suite runs end to end (at its `--quick` size: figures are not asserted, only
+that every measurement happened on the data it claims)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     """`python -m benchmarks.run` produces the table and JSON with every measure."""
     output = tmp_path / "results.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--lines", "4800", "--seed-style-lines", "500"]
-        + ["--pandas-lines", "2000", "--backfill-days", "2", "--backfill-lines", "240"]
+        [sys.executable, "-m", "benchmarks.run", "--quick"]
         + ["--workdir", str(tmp_path / "work"), "--output", str(output)],
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -37,6 +36,12 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert throughput["baseline_pandas_pandera"]["lines"] == 2000
     assert all(figure["lines_per_s"] > 0 for figure in throughput.values())
     assert results["memory"]["1x"]["lines"] == 4800 and results["memory"]["10x"]["lines"] == 48000
+    assert results["memory_target"]["lines"] == 9600 and results["memory_target"]["target_mb"] == 700
     assert results["backfill_cli_range"]["partitions"] == 2
+    # The daemon-driven backfill: launched as in the UI, run by the daemon, marked done.
+    daemon = results["backfill_daemon"]
+    assert daemon["partitions"] == 2 and daemon["runs"] >= 1 and daemon["run_statuses"] == ["SUCCESS"]
+    assert daemon["wall_s"] >= daemon["data_loaded_s"] > 0 and daemon["summed_compute_s"] > 0
     assert "ratio to seed-style baseline (a)" in completed.stdout
     assert "peak RSS 10x / 1x" in completed.stdout
+    assert "partitions, daemon (s)" in completed.stdout and "load average" in completed.stdout
