@@ -30,7 +30,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from pipeline.engine.ingest import PartitionStats, ingest_partition
+from pipeline.engine.ingest import PartitionStats, ingest_partition, manifest_key
 from pipeline.engine.landing_state import landing_state
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
 from pipeline.orchestration.operations import WAREHOUSE_POOL, is_paused
@@ -216,6 +216,35 @@ def wait_while_paused(context: AssetExecutionContext, poll_s: float, before: str
     return waited
 
 
+class RunWorkerLost(RuntimeError):
+    """The process that started this step (the run worker) is gone: the run is failed or retried."""
+
+
+def run_worker_watch() -> Callable[[], None]:
+    """A check that raises `RunWorkerLost` once this process's parent has changed (the run worker
+    died and the step was re-parented). Cheap: one system call, no storage query."""
+    parent = os.getppid()
+
+    def check() -> None:
+        if os.getppid() != parent:
+            raise RunWorkerLost(
+                f"the run worker (pid {parent}) that started this step is gone; stopping before the next "
+                "write (the day's transaction rolls back; a retry of the run reloads it)"
+            )
+
+    return check
+
+
+def watched(check: Callable[[], None], report: Callable[[PartitionStats], None]) -> Callable[[PartitionStats], None]:
+    """A progress callback that first runs `check` (after each loaded batch)."""
+
+    def on_progress(stats: PartitionStats) -> None:
+        check()
+        report(stats)
+
+    return on_progress
+
+
 class ProgressReporter:
     """Reports a long partition's progress while it loads: a log line and an `AssetObservation`
     on `S/events` (visible on the asset's page during the run), at most every `interval_s`."""
@@ -353,12 +382,21 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         # An audit stamp for the DLQ, not data logic: the data date is the partition key.
         quarantined_at = dt.datetime.now(dt.UTC)
         progress = ProgressReporter(context, spec, config.progress_interval_s)
+        # If the run worker dies (SIGKILL, OOM), this step's process lives on, orphaned, while the
+        # run is marked failed and retried: stop at the next batch so there is never a second writer.
+        check_run_worker = run_worker_watch()
         results: list[PartitionStats] = []
         for position, day in enumerate(days, start=1):
+            check_run_worker()
             wait_while_paused(context, config.pause_poll_s, f"{spec.name} {day} (day {position} of {len(days)})")
             # Fingerprint what has landed *before* reading it: a file that lands during the load
             # makes the recorded fingerprint stale, so the landing sensor re-runs the day.
-            state = landing_state(landing, spec.name, day)
+            try:
+                state = landing_state(landing, spec.name, day)
+            except Exception as error:
+                # The landing zone could not even be listed: the manifest still says so.
+                _write_failed_manifest(spec, day, context.run_id, output, error, context.log)
+                raise
             stats = ingest_partition(
                 spec,
                 day,
@@ -369,7 +407,7 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
                 quarantined_at=quarantined_at,
                 chunk_bytes=config.chunk_bytes,
                 sleep_between_batches_s=config.sleep_between_batches_s,
-                on_progress=progress.for_day(day, position, len(days), state.bytes),
+                on_progress=watched(check_run_worker, progress.for_day(day, position, len(days), state.bytes)),
                 log=context.log,
             )
             key = day.isoformat()
@@ -415,6 +453,27 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         return MaterializeResult()
 
     return [ingest, daily_metrics]
+
+
+def _write_failed_manifest(
+    spec: SourceSpec, day: dt.date, run_id: str, output: Any, error: BaseException, log: Any
+) -> None:
+    """Record a partition that failed before `ingest_partition` could start (which writes the
+    manifest on its own exit paths), without masking the error itself."""
+    stats = PartitionStats(
+        source=spec.name,
+        partition_date=day.isoformat(),
+        run_id=run_id,
+        status="failed",
+        error_budget=spec.error_budget,
+        error=f"{type(error).__name__}: {error}",
+    )
+    stats.summary = stats.sentence()
+    key = manifest_key(spec.name, day)
+    try:
+        stats.manifest = output.write_atomic(key, stats.to_json().encode())
+    except Exception:
+        log.exception("could not write manifest %s to %s", key, output.url)
 
 
 def _metadata_value(value: object) -> Any:

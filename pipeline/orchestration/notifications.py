@@ -36,6 +36,29 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or '?'}{':' + str(parts.port) if parts.port else ''}/…"
 
 
+class _RedactWebhookPaths(logging.Filter):
+    """Blanks webhook paths in the HTTP client's log records: urllib3 logs every request line
+    (`"POST /services/T…/token HTTP/1.1" 200`) at DEBUG, which would put the secret in any log
+    that captures DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(secret in message for secret in self.secrets):
+                for secret in self.secrets:
+                    message = message.replace(secret, "/…")
+                record.msg, record.args = message, ()
+        return True
+
+
+_REDACT_PATHS = _RedactWebhookPaths()
+logging.getLogger("urllib3.connectionpool").addFilter(_REDACT_PATHS)
+
+
 @dataclass(frozen=True)
 class Notifier:
     """Posts messages to the configured webhook (or does nothing when there is none)."""
@@ -62,6 +85,10 @@ class Notifier:
             logger.info("notification not sent (PIPELINE_NOTIFY_WEBHOOK_URL is unset): %s", text.splitlines()[0])
             return False
         target = redact(self.url)
+        parts = urlsplit(self.url)
+        secret = parts.path + (f"?{parts.query}" if parts.query else "")
+        if secret.strip("/"):
+            _REDACT_PATHS.secrets.add(secret)
         problem = ""
         for attempt in range(1, self.attempts + 1):
             try:

@@ -351,7 +351,11 @@ def build_failure_notifier(settings: OperationsSettings) -> SensorDefinition:
         for event in context.get_step_failure_events():
             error = event.step_failure_data.error
             if error is not None:
-                errors.append(f"{event.step_key}: {error.message.strip()}")
+                message = error.message.strip()
+                if error.cls_name == "RetryRequestedFromPolicy" and error.cause is not None:
+                    # Retries exhausted: Dagster's message says only that; the cause is the real error.
+                    message = f"{message}; last error: {error.cause.message.strip()}"
+                errors.append(f"{event.step_key}: {message}")
         if not errors and context.failure_event.message:
             errors.append(context.failure_event.message.strip())
         notifier.send(

@@ -219,6 +219,13 @@ class Deployment:
     url: str
     logs: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _instance: Any = None
+
+    def shared_instance(self) -> Any:
+        """One DagsterInstance on this deployment's storage, kept for the test (for polling)."""
+        if self._instance is None:
+            self._instance = self.instance()
+        return self._instance
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run a GraphQL operation against the webserver (as the UI does); fail on errors."""
@@ -267,17 +274,20 @@ class Deployment:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process and everything it started (its own process group)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+    """Stop a process and everything it started (its own process group, including processes
+    re-parented after their parent died, e.g. a code server or an orphaned step, which may
+    outlive a SIGTERM: a code server waits for its runs, a run process for its storage)."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    time.sleep(1)  # let the group's members act on the SIGTERM
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -363,6 +373,8 @@ def deployment_factory(
         for deployment in started:
             for process in reversed(deployment.processes):
                 _stop(process)
+            if deployment._instance is not None:
+                deployment._instance.dispose()
 
 
 # -- GraphQL operations the UI uses --------------------------------------------------------
@@ -476,3 +488,76 @@ def materialized_partitions(result: Any, key: str) -> dict[str, dict[str, Any]]:
         if materialization.asset_key == AssetKey.from_user_string(key):
             found[materialization.partition] = {name: value.value for name, value in materialization.metadata.items()}
     return found
+
+
+# -- reading a deployment's results --------------------------------------------------------
+def run_event_texts(deployment: Deployment, run_id: str) -> list[str]:
+    """The messages of a run's event log (what the run page shows), oldest first."""
+    instance = deployment.shared_instance()
+    return [entry.message or entry.user_message or "" for entry in instance.all_logs(run_id)]
+
+
+def partition_metadata(instance: Any, key: str, partition: str) -> dict[str, Any]:
+    """Metadata (raw values) of the newest materialization of one partition of `key`."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey.from_user_string(key), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"no materialization of {key} {partition}"
+    metadata = records[0].asset_materialization.metadata
+    return {name: value.value for name, value in metadata.items()}
+
+
+def check_executions(instance: Any, key: str, check: str) -> list[dict[str, Any]]:
+    """Evaluations of an asset check, newest first: passed, severity, description, metadata, run.
+
+    Only evaluated executions: a range run also leaves one PLANNED record per partition of the
+    range (Dagster plans the check per partition; the check evaluates the whole range once)."""
+    from dagster import AssetCheckKey, AssetKey, DagsterEventType
+
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey.from_user_string(key), check), limit=50
+    )
+    found = []
+    for record in history:
+        if record.event is None or record.event.dagster_event_type != DagsterEventType.ASSET_CHECK_EVALUATION:
+            continue
+        evaluation = record.event.dagster_event.event_specific_data
+        found.append(
+            {
+                "status": record.status.value,
+                "run_id": record.run_id,
+                "passed": evaluation.passed,
+                "severity": evaluation.severity.value,
+                "description": evaluation.description,
+                "metadata": {name: value.value for name, value in evaluation.metadata.items()},
+            }
+        )
+    return found
+
+
+def run_process_ids(deployment: Deployment, run_id: str) -> dict[str, int]:
+    """The processes of a run, from the pids its events were logged by: the run worker
+    (`RUN_START`) and each step's process (`STEP_START`; the default multiprocess executor runs
+    every step in a child process of the run worker)."""
+    from dagster import DagsterEventType
+
+    found: dict[str, int] = {}
+    for entry in deployment.shared_instance().all_logs(run_id):
+        if entry.dagster_event_type == DagsterEventType.RUN_START and entry.dagster_event and entry.dagster_event.pid:
+            found["run_worker"] = entry.dagster_event.pid
+        elif (
+            entry.dagster_event_type == DagsterEventType.STEP_START and entry.dagster_event and entry.dagster_event.pid
+        ):
+            found[f"step:{entry.step_key}"] = entry.dagster_event.pid
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
