@@ -1,0 +1,69 @@
+"""Error budget: the blocking `quarantine_rate` check at the edge of the budget (1% for access).
+
+Fault: a day whose share of quarantined rows is just above, exactly at, or just under the
+budget (1,000 records; 11, 10 or 9 of them with status 999).
+Expected: above → the check fails (ERROR) naming the day, `access/daily_metrics` does not
+materialize and its table holds no row for the day; at or under → the check passes and
+daily_metrics materializes (1 row). The check's metadata carries the exact figures.
+"""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
+
+from pipeline_tests.conftest import PipelineEnv, day, materialize_range
+from pipeline_tests.reliability.test_hostile_input import access_line, land
+
+pytestmark = pytest.mark.slow
+STATUS_CHECK = "status: in_range(100, 599)"
+
+
+@pytest.mark.parametrize(("bad", "passes"), [(11, False), (10, True), (9, True)], ids=["above", "at", "under"])
+def test_quarantine_rate_at_the_edge_of_the_budget(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, bad: int, passes: bool
+) -> None:
+    """Fault: `bad` of 1,000 records quarantined (1.1%, 1.0%, 0.9%) on 2024-01-15.
+    Expected: the check passes iff the rate is at most 1%; figures exact in its metadata;
+    daily_metrics materializes only when it passes."""
+    lines = [access_line(n % 200, status=999 if n < bad else 200) for n in range(1000)]
+    land(pipeline_env.landing, "access", 10, "web.log", "".join(f"{line}\n" for line in lines).encode())
+    result = materialize_range(
+        pipeline_env.definitions(),
+        instance,
+        "2024-01-15",
+        selection=["access/events", "access/dlq", "access/daily_metrics"],
+        raise_on_error=False,
+    )
+    assert result.success is passes
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_rate"]
+    assert evaluation.passed is passes
+    assert evaluation.severity == AssetCheckSeverity.ERROR
+    metadata = {name: value.value for name, value in evaluation.metadata.items()}
+    assert metadata["quarantine_rate"] == pytest.approx(bad / 1000)
+    assert metadata["error_budget"] == pytest.approx(0.01)
+    assert metadata["worst_day"] == "2024-01-15"
+    assert (metadata["rows_read"], metadata["rows_quarantined"]) == (1000, bad)
+    assert metadata["quarantine_rate_per_day"] == {"2024-01-15": pytest.approx(bad / 1000)}
+    assert metadata["days_over_budget"] == ([] if passes else ["2024-01-15"])
+    assert metadata["failed_checks"] == {STATUS_CHECK: bad}
+    assert len(metadata["sample_quarantined"]) == 5
+    assert ("2024-01-15" in (evaluation.description or "")) is not passes
+
+    materialized = {
+        event.materialization.asset_key.to_user_string(): event.materialization
+        for event in result.get_asset_materialization_events()
+    }
+    # events and dlq are loaded either way (the evidence is kept); metrics only from a good day.
+    assert materialized["access/events"].metadata["dagster/row_count"].value == 1000 - bad
+    assert materialized["access/dlq"].metadata["dagster/row_count"].value == bad
+    assert ("access/daily_metrics" in materialized) is passes
+    assert pipeline_env.query("SELECT count(*) FROM access.dlq") == [(bad,)]
+    assert pipeline_env.query("SELECT count(*) FROM access.daily_metrics WHERE partition_date = ?",
+                              [day("2024-01-15")]) == [(1 if passes else 0,)]  # fmt: skip
+    manifest = pipeline_env.manifest("access", "2024-01-15")
+    assert manifest["within_error_budget"] is passes
+    assert manifest["quarantine_rate"] == pytest.approx(bad / 1000)
+    if not passes:
+        planned = instance.get_latest_materialization_event(AssetKey(["access", "daily_metrics"]))
+        assert planned is None
