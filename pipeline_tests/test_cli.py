@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
@@ -94,3 +97,51 @@ def test_invalid_partition_key_is_refused(pipeline_env: PipelineEnv, dagster_hom
     assert completed.returncode != 0
     assert "2024-02-30" in completed.stdout + completed.stderr
     assert not pipeline_env.warehouse.exists()
+
+
+def test_a_cli_run_killed_mid_partition_does_not_block_the_next(pipeline_env: PipelineEnv, dagster_home: Path) -> None:
+    """Fault: `dagster asset materialize` is SIGKILLed (its whole process group, step worker
+    included) while it is loading a day. Expected: nothing of the killed run is left in the
+    warehouse, and the next CLI run of the same pool starts at once (no concurrency slot or
+    file lock survives the dead process) and leaves exactly the rows of a clean run."""
+    generated = generate_landing_zone(pipeline_env.landing, [day("2024-01-15")], sources=["access"], lines_per_hour=40)
+    expected_events = generated[0].records - generated[0].bad_records
+    dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipeline.definitions"]
+    selection = ["--select", "access/events,access/dlq", "--partition", "2024-01-15"]
+    slow = {**os.environ, "PIPELINE_INGEST_CHUNK_BYTES": "4096", "PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S": "0.5"}
+    victim = subprocess.Popen(
+        [*dagster, *selection],
+        cwd=PROJECT_ROOT,
+        env=slow,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # Wait until the step is loading batches, i.e. inside the day's transaction.
+        deadline = time.monotonic() + 180
+        assert victim.stdout is not None
+        for line in victim.stdout:
+            if "batch of access/dt=2024-01-15" in line:
+                break
+            assert time.monotonic() < deadline, "the run never started loading"
+        else:
+            pytest.fail("the run ended before it was killed")
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=60)
+
+    # The killed day's transaction left nothing behind.
+    with duckdb.connect(str(pipeline_env.warehouse), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM access.events").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM access.dlq").fetchone() == (0,)
+
+    started = time.monotonic()
+    run(*dagster, *selection)
+    # Nothing to wait for: no pool slot or lock outlived the killed process.
+    assert time.monotonic() - started < 90
+    assert row_counts(dagster_home, ["access", "events"]) == {"2024-01-15": expected_events}
+    assert pipeline_env.query("SELECT count(*) FROM access.events") == [(expected_events,)]
+    assert pipeline_env.query("SELECT count(*) FROM access.dlq") == [(generated[0].bad_records,)]
+    assert pipeline_env.manifest("access", "2024-01-15")["status"] == "loaded"
