@@ -6,7 +6,9 @@ working directory without touching anything outside the project.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,24 @@ DEFAULTS = {
 
 class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
+
+
+def env_number(
+    environ: Mapping[str, str], name: str, default: float, minimum: float, maximum: float = math.inf
+) -> float:
+    """A numeric setting: `default` when unset or blank; a present but unusable value is an
+    error naming the variable (never silently replaced by the default)."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if not minimum <= value <= maximum:
+        expected = f"at least {minimum:g}" if math.isinf(maximum) else f"a value between {minimum:g} and {maximum:g}"
+        raise SettingsError(f"{name}={raw!r}: expected {expected}")
+    return value
 
 
 def resolve_local(value: str) -> Path:

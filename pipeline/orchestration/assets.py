@@ -37,7 +37,7 @@ from pipeline.orchestration.operations import WAREHOUSE_POOL, is_paused
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
-from pipeline.settings import SettingsError
+from pipeline.settings import env_number
 from pipeline.sources.spec import SourceSpec
 
 QUARANTINE_RATE_CHECK = "quarantine_rate"
@@ -46,32 +46,17 @@ HOURS_COMPLETE_CHECK = "hours_complete"
 FINGERPRINT_METADATA = "landing_fingerprint"
 
 
-def _env_default(name: str, default: float, minimum: float) -> float:
-    """A deployment-wide default for a run config field, so that UI backfills (which are
-    launched without run config) can be throttled too."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: expected at least {minimum:g}")
-    return value
-
-
 class IngestConfig(Config):
     """Run configuration of the ingest step (the launchpad shows these with their defaults)."""
 
     chunk_bytes: int = Field(
-        default=int(_env_default("PIPELINE_INGEST_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 4096)),
+        default=int(env_number(os.environ, "PIPELINE_INGEST_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 4096)),
         ge=4096,
         description="Bytes read per batch: bounds the memory used per file, whatever the day's size "
-        "(default: PIPELINE_INGEST_CHUNK_BYTES or 8 MiB).",
+        "(default: PIPELINE_INGEST_CHUNK_BYTES or 4 MiB).",
     )
     sleep_between_batches_s: float = Field(
-        default=_env_default("PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S", 0.0, 0.0),
+        default=env_number(os.environ, "PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S", 0.0, 0.0),
         ge=0.0,
         description="Pause after each loaded batch, to throttle a backfill "
         "(default: PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S or 0).",

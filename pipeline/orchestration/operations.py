@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus
 
-from pipeline.settings import SettingsError
+from pipeline.settings import SettingsError, env_number
 
 # Every run that writes to the DuckDB warehouse runs in this pool (granularity `run` in
 # dagster.yaml): its limit bounds concurrent writers and is the pause switch (0 = paused).
@@ -41,19 +41,6 @@ DAILY_CRON = "30 1 * * *"
 FRESHNESS_DEADLINE = dt.time(6, 0)
 FRESHNESS_DEADLINE_CRON = f"{FRESHNESS_DEADLINE.minute} {FRESHNESS_DEADLINE.hour} * * *"
 COMPLETENESS_CRON = "0 4 * * 1"  # Mondays 04:00: the previous seven days
-
-
-def _number(environ: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{name}={raw!r}: expected a value between {minimum:g} and {maximum:g}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -97,18 +84,18 @@ class OperationsSettings:
         return cls(
             webhook_url=webhook,
             ui_base_url=(env.get("PIPELINE_UI_BASE_URL", "").strip() or cls.ui_base_url).rstrip("/"),
-            notify_timeout_s=_number(env, "PIPELINE_NOTIFY_TIMEOUT_S", cls.notify_timeout_s, 0.1, 120),
+            notify_timeout_s=env_number(env, "PIPELINE_NOTIFY_TIMEOUT_S", cls.notify_timeout_s, 0.1, 120),
             automation_running=automation == "running",
-            landing_lookback_days=int(_number(env, "PIPELINE_LANDING_LOOKBACK_DAYS", 7, 1, 366)),
-            landing_days_per_tick=int(_number(env, "PIPELINE_LANDING_DAYS_PER_TICK", 7, 1, 366)),
-            landing_runs_per_tick=int(_number(env, "PIPELINE_LANDING_RUNS_PER_TICK", 3, 1, 100)),
-            landing_interval_s=int(_number(env, "PIPELINE_LANDING_INTERVAL_S", 120, 5, 86400)),
-            completeness_window_days=int(_number(env, "PIPELINE_COMPLETENESS_WINDOW_DAYS", 7, 1, 93)),
-            autopause_failed_run_share=_number(env, "PIPELINE_AUTOPAUSE_FAILED_RUN_SHARE", 0.5, 0, 1),
-            autopause_min_runs=int(_number(env, "PIPELINE_AUTOPAUSE_MIN_RUNS", 4, 1, 10000)),
-            autopause_quarantine_rate=_number(env, "PIPELINE_AUTOPAUSE_QUARANTINE_RATE", 0.05, 0, 1),
-            autopause_min_rows=int(_number(env, "PIPELINE_AUTOPAUSE_MIN_ROWS", 1000, 1, 10**12)),
-            guard_interval_s=int(_number(env, "PIPELINE_GUARD_INTERVAL_S", 30, 5, 3600)),
+            landing_lookback_days=int(env_number(env, "PIPELINE_LANDING_LOOKBACK_DAYS", 7, 1, 366)),
+            landing_days_per_tick=int(env_number(env, "PIPELINE_LANDING_DAYS_PER_TICK", 7, 1, 366)),
+            landing_runs_per_tick=int(env_number(env, "PIPELINE_LANDING_RUNS_PER_TICK", 3, 1, 100)),
+            landing_interval_s=int(env_number(env, "PIPELINE_LANDING_INTERVAL_S", 120, 5, 86400)),
+            completeness_window_days=int(env_number(env, "PIPELINE_COMPLETENESS_WINDOW_DAYS", 7, 1, 93)),
+            autopause_failed_run_share=env_number(env, "PIPELINE_AUTOPAUSE_FAILED_RUN_SHARE", 0.5, 0, 1),
+            autopause_min_runs=int(env_number(env, "PIPELINE_AUTOPAUSE_MIN_RUNS", 4, 1, 10000)),
+            autopause_quarantine_rate=env_number(env, "PIPELINE_AUTOPAUSE_QUARANTINE_RATE", 0.05, 0, 1),
+            autopause_min_rows=int(env_number(env, "PIPELINE_AUTOPAUSE_MIN_ROWS", 1000, 1, 10**12)),
+            guard_interval_s=int(env_number(env, "PIPELINE_GUARD_INTERVAL_S", 30, 5, 3600)),
         )
 
     @property
