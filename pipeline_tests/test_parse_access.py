@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.engine import parse as parse_module
 from pipeline.engine.parse import PartitionParser, events_schema
 from pipeline.engine.reader import iter_line_batches
 from pipeline.sources.spec import load_sources
@@ -313,9 +314,13 @@ def test_empty_file_produces_nothing():
     assert result.lines_read == 0
 
 
+@pytest.mark.parametrize("judge_rows", [1, 2, 50_000])
 @pytest.mark.parametrize("chunk_bytes", [64, 300, 1 << 20])
-def test_batch_size_does_not_change_the_result(chunk_bytes):
-    # The batch size is a memory knob: line numbers and decisions are the same whatever it is.
+def test_batch_size_does_not_change_the_result(chunk_bytes, judge_rows, monkeypatch):
+    # The batch size is a memory knob, and suspect rows are judged by pandera in groups of
+    # `JUDGE_ROWS` (held across batches of a file): line numbers and decisions are the same
+    # whatever either is.
+    monkeypatch.setattr(parse_module, "JUDGE_ROWS", judge_rows)
     data = b"\n".join([line(), b"garbage", b"", line(status="999"), line(size="-"), b"\xff", line()]) + b"\n"
     result = parse_bytes(data, chunk_bytes=chunk_bytes)
     assert result.events["line_number"].to_list() == [1, 5, 7]

@@ -164,6 +164,10 @@ def ingest_partition(
 
         with warehouse.connect() as connection:
             connection.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
+            # One DuckDB thread: the parse threads already use every core, and a single-threaded
+            # append of batches this size is faster than a contended parallel one (measured:
+            # ~1.2M vs ~0.85M rows/s on 2 cores).
+            connection.execute("SET threads = 1")
             warehouse.ensure_tables(connection, spec)
             connection.execute("BEGIN TRANSACTION")
             try:

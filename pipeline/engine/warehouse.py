@@ -137,7 +137,8 @@ FROM "{schema}".events WHERE false GROUP BY partition_date"""
         """Append a batch (columns matched by name) to `table`."""
         if frame.height == 0:
             return
-        batch = frame.to_arrow()  # noqa: F841 - DuckDB reads the local variable by name
+        # Arrow string views: DuckDB reads them without a conversion pass (~10% of the insert).
+        batch = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # noqa: F841 - read by name by DuckDB
         connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM batch")
 
     @staticmethod
