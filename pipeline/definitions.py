@@ -57,6 +57,7 @@ def build_definitions() -> Definitions:
         schedules=schedules,
         sensors=sensors,
         resources={"pipeline": PipelineResource.from_settings(Settings.from_env())},
+        executor=operations.executor,
     )
 
 

@@ -33,7 +33,7 @@ from pydantic import Field
 from pipeline.engine.ingest import PartitionStats, ingest_partition, manifest_key
 from pipeline.engine.landing_state import landing_state
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
-from pipeline.orchestration.operations import WAREHOUSE_POOL, is_paused
+from pipeline.orchestration.operations import WAREHOUSE_POOL, OperationsSettings, is_paused
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
@@ -220,6 +220,10 @@ def run_worker_watch() -> Callable[[], None]:
     return check
 
 
+def _no_check() -> None:
+    """Nothing to watch: the step runs in the run worker's own process."""
+
+
 def watched(check: Callable[[], None], report: Callable[[PartitionStats], None]) -> Callable[[PartitionStats], None]:
     """A progress callback that first runs `check` (after each loaded batch)."""
 
@@ -367,9 +371,11 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         # An audit stamp for the DLQ, not data logic: the data date is the partition key.
         quarantined_at = dt.datetime.now(dt.UTC)
         progress = ProgressReporter(context, spec, config.progress_interval_s)
-        # If the run worker dies (SIGKILL, OOM), this step's process lives on, orphaned, while the
-        # run is marked failed and retried: stop at the next batch so there is never a second writer.
-        check_run_worker = run_worker_watch()
+        # With the multiprocess executor, if the run worker dies (SIGKILL, OOM) this step's process
+        # lives on, orphaned, while the run is marked failed and retried: stop at the next batch so
+        # there is never a second writer. (In process, the step dies with the run worker.)
+        in_child_process = OperationsSettings.from_env().step_executor == "multiprocess"
+        check_run_worker = run_worker_watch() if in_child_process else _no_check
         results: list[PartitionStats] = []
         for position, day in enumerate(days, start=1):
             check_run_worker()

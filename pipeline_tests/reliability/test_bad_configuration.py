@@ -118,6 +118,7 @@ def test_malformed_source_definition(tmp_path: Path, text: str, expected: str) -
         ("PIPELINE_OUTPUT_URL", "http://example.invalid/out", "PIPELINE_OUTPUT_URL=http://example.invalid/out"),
         ("PIPELINE_LANDING_URL", "s3://", "PIPELINE_LANDING_URL=s3://"),
         ("PIPELINE_WAREHOUSE", "s3://bucket/warehouse.duckdb", "PIPELINE_WAREHOUSE=s3://bucket/warehouse.duckdb"),
+        ("PIPELINE_STEP_EXECUTOR", "threads", "PIPELINE_STEP_EXECUTOR='threads'"),
     ],
 )
 def test_bad_setting_fails_before_any_write(

@@ -136,8 +136,8 @@ pipeline.settings.PROJECT_ROOT = __import__("pathlib").Path(os.environ["TEST_PRO
 
 def test_cli_run_in_its_own_processes_creates_no_aws_client(tmp_path: Path) -> None:
     """`dagster asset materialize` of a day with the embedded defaults, the guard in botocore in
-    the CLI process and in the step processes (the default executor runs each step in a process
-    of its own): the run succeeds, no client was even attempted, and the run log says
+    the CLI process and in any step process (with `PIPELINE_STEP_EXECUTOR=multiprocess` each step
+    runs in a process of its own): the run succeeds, no client was even attempted, and the run log says
     `mode=local` with the default folders. (With an s3:// URL the same guard records attempts
     from each of those processes and the run fails: the guard is live.)"""
     root = tmp_path / "project"
