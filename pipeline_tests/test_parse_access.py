@@ -332,6 +332,52 @@ def test_batch_size_does_not_change_the_result(chunk_bytes, judge_rows, monkeypa
     assert result.lines_ignored == 1
 
 
+def test_rows_held_across_files_are_judged_with_their_own_file_and_line():
+    # The ingest holds suspect rows of all a day's files in one `PendingValidation` and judges
+    # them together: each verdict lands on the right file and line, even where two files have
+    # bad rows on the same line numbers, and nothing is left held.
+    files = {
+        "hour=00/a.log": b"\n".join([line(), line(status="999"), line(size="-1"), line(status="abc")]) + b"\n",
+        "hour=01/b.log": b"\n".join([line(), line(size="-7"), line(), line(status="200", size="x")]) + b"\n",
+    }
+    parser = PartitionParser(ACCESS, DAY)
+    pending = parse_module.PendingValidation()
+    batches = [
+        batch
+        for name, data in files.items()
+        for batch in parser.parse_file(iter_line_batches(io.BytesIO(data), chunk_bytes=64), name, pending)
+    ]
+    held = sum(batch.held for batch in batches)
+    judged = parser.judge(pending)
+    # Held: the four rows that may fail a check; b.log:4 (bytes 'x', nullable) failed to parse
+    # and is quarantined at once.
+    assert pending.count == 0 and held == 4
+    events = pl.concat([*(b.events for b in batches), judged.events]).sort("source_file", "line_number")
+    quarantined = pl.concat([*(b.quarantined for b in batches), judged.quarantined])
+    assert events.select("source_file", "line_number").rows() == [
+        ("hour=00/a.log", 1),
+        ("hour=01/b.log", 1),
+        ("hour=01/b.log", 3),
+    ]
+    assert events.height + quarantined.height == sum(b.lines_read for b in batches) == 8
+    reasons = {
+        (row["source_file"], row["line_number"]): row["reason"].split(" (got")[0]
+        for row in quarantined.iter_rows(named=True)
+    }
+    assert reasons == {
+        ("hour=00/a.log", 2): "status: in_range(100, 599)",
+        ("hour=00/a.log", 3): "bytes: greater_than_or_equal_to(0)",
+        ("hour=00/a.log", 4): "status: parses_as_integer",
+        ("hour=01/b.log", 2): "bytes: greater_than_or_equal_to(0)",
+        ("hour=01/b.log", 4): "bytes: parses_as_integer",
+    }
+    # The same files judged each on its own give exactly the same rows.
+    alone = [parse_bytes(data) for data in files.values()]
+    assert sorted(quarantined["raw_line"].to_list()) == sorted(
+        value for result in alone for value in result.quarantined["raw_line"].to_list()
+    )
+
+
 # -- real files: elastic-examples/apache_logs ----------------------------------------
 
 APACHE_LOGS = "elastic-examples/apache_logs"

@@ -24,7 +24,7 @@ import polars as pl
 
 from pipeline.engine.landing import HOURS, LandedFile, list_partition
 from pipeline.engine.objects import ObjectStore
-from pipeline.engine.parse import ParsedBatch, PartitionParser, quarantine_entry
+from pipeline.engine.parse import JUDGE_ROWS, ParsedBatch, PartitionParser, PendingValidation, quarantine_entry
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, FileReadError, iter_line_batches, open_log
 from pipeline.engine.warehouse import Warehouse
 from pipeline.sources.spec import SourceSpec
@@ -172,20 +172,10 @@ def ingest_partition(
             connection.execute("BEGIN TRANSACTION")
             try:
                 Warehouse.delete_partition(connection, spec, day)
-                batches = parsed_batches(listing.files, parser, landing, chunk_bytes, parse_workers, log)
-                for landed, batch in batches:
-                    figures = per_file.setdefault(landed.key, [time.perf_counter(), 0, 0, 0])
-                    if batch is None:
-                        stats.bytes_read += landed.size
-                        log.info(
-                            "file %s: %d lines, %d rows loaded, %d quarantined in %.2f s",
-                            landed.key,
-                            figures[1],
-                            figures[2],
-                            figures[3],
-                            time.perf_counter() - figures[0],
-                        )
-                        continue
+                # Rows that may fail the schema, from every file: pandera judges them together.
+                pending = PendingValidation()
+
+                def load(batch: ParsedBatch) -> None:
                     if batch.events.height:
                         events = batch.events.with_columns(constants)
                         Warehouse.insert(connection, f'"{spec.name}".events', events)
@@ -195,21 +185,54 @@ def ingest_partition(
                         _count_failures(batch.quarantined, failed_checks)
                         _keep_samples(stats, batch.quarantined)
                     _add_batch(stats, batch)
+                    if on_progress is not None:
+                        on_progress(stats)
+
+                def judge_pending() -> None:
+                    started_judging, held = time.perf_counter(), pending.count
+                    judged = parser.judge(pending)
+                    load(judged)
+                    log.info(
+                        "schema validation of %d held rows: %d loaded, %d quarantined in %.2f s",
+                        held,
+                        judged.events.height,
+                        judged.quarantined.height,
+                        time.perf_counter() - started_judging,
+                    )
+
+                batches = parsed_batches(listing.files, parser, landing, chunk_bytes, parse_workers, log, pending)
+                for landed, batch in batches:
+                    figures = per_file.setdefault(landed.key, [time.perf_counter(), 0, 0, 0, 0])
+                    if batch is None:
+                        stats.bytes_read += landed.size
+                        log.info(
+                            "file %s: %d lines, %d rows loaded, %d quarantined, %d held for schema validation "
+                            "in %.2f s",
+                            landed.key,
+                            *figures[1:],
+                            time.perf_counter() - figures[0],
+                        )
+                        continue
+                    load(batch)
                     figures[1] += batch.lines_read
                     figures[2] += batch.events.height
                     figures[3] += batch.quarantined.height
+                    figures[4] += batch.held
                     log.debug(
-                        "batch of %s: %d lines, %d loaded, %d quarantined",
+                        "batch of %s: %d lines, %d loaded, %d quarantined, %d held",
                         landed.key,
                         batch.lines_read,
                         batch.events.height,
                         batch.quarantined.height,
+                        batch.held,
                     )
-                    if on_progress is not None:
-                        on_progress(stats)
+                    if pending.count >= JUDGE_ROWS:
+                        judge_pending()
                     if sleep_between_batches_s > 0:
                         # Throttle: leave the warehouse and the machine room between batches.
                         time.sleep(sleep_between_batches_s)
+                if pending.count:
+                    judge_pending()
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -238,12 +261,14 @@ def file_batches(
     landing: ObjectStore,
     chunk_bytes: int,
     log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    pending: PendingValidation | None = None,
 ) -> Iterator[ParsedBatch]:
-    """Parsed batches of one file; a file that cannot be read to its end ends with a DLQ entry."""
+    """Parsed batches of one file; a file that cannot be read to its end ends with a DLQ entry.
+    Suspect rows are held in `pending` when given (see `PartitionParser.parse_file`)."""
     log.info("file %s (%d bytes): reading", landed.key, landed.size)
     try:
         with landing.open(landed.key) as raw_stream, open_log(raw_stream, landed.gzipped) as stream:
-            yield from parser.parse_file(iter_line_batches(stream, chunk_bytes), landed.key)
+            yield from parser.parse_file(iter_line_batches(stream, chunk_bytes), landed.key, pending)
     except FileNotFoundError as error:
         log.warning("file %s vanished after listing: %s", landed.key, error)
         yield _evidence(landed.key, 0, "file", "exists_when_read", f"vanished after listing: {error}")
@@ -259,6 +284,7 @@ def parsed_batches(
     chunk_bytes: int,
     workers: int,
     log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    pending: PendingValidation | None = None,
 ) -> Iterator[tuple[LandedFile, ParsedBatch | None]]:
     """Parse `files` on `workers` threads; yield `(file, batch)` as batches are ready and
     `(file, None)` once a file is finished.
@@ -269,7 +295,7 @@ def parsed_batches(
     """
     if workers <= 1 or len(files) <= 1:
         for landed in files:
-            for batch in file_batches(landed, parser, landing, chunk_bytes, log):
+            for batch in file_batches(landed, parser, landing, chunk_bytes, log, pending):
                 yield landed, batch
             yield landed, None
         return
@@ -278,7 +304,7 @@ def parsed_batches(
 
     def work(landed: LandedFile) -> None:
         try:
-            for batch in file_batches(landed, parser, landing, chunk_bytes, log):
+            for batch in file_batches(landed, parser, landing, chunk_bytes, log, pending):
                 if stop.is_set():
                     return
                 handover.put(("batch", landed, batch))

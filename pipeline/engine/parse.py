@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -64,29 +65,50 @@ def events_schema(spec: SourceSpec) -> dict[str, pl.DataType]:
     return schema
 
 
-# Suspect rows are judged by pandera in groups of up to this many rather than per batch:
-# each pandera call costs a fixed ~13 ms, which per 4 MiB batch was ~15% of the ingest's CPU.
-# Bounds the rows held back (at the 1% bad lines of a normal day, a file's worth).
-JUDGE_ROWS = 50_000
+# Suspect rows are judged by pandera in groups of up to this many rather than per batch or
+# per file: each pandera call costs a fixed ~15 ms, which per 4 MiB batch was ~15% of the
+# ingest's CPU, and per hourly file of a small day ~35%. Bounds the rows held back (a 2M-line
+# day at 1% bad lines: one call; memory of a 10x day stays flat, see benchmarks/).
+JUDGE_ROWS = 20_000
 REASON_COLUMNS = ("field", "check", "value")
+_HELD_KEY = ("source_file", "line_number")
 
 
-class _Suspects:
-    """Rows of one file awaiting pandera's verdict, with the reasons already found for them
-    (keyed by line number, unique within a file)."""
+class PendingValidation:
+    """Rows the pre-filter suspects, held until pandera judges them together, with the reasons
+    already found for them. Keyed by file and line; safe to share between parse threads."""
 
     def __init__(self) -> None:
-        self.rows: list[pl.DataFrame] = []
-        self.reasons: list[pl.DataFrame] = []
+        self._lock = threading.Lock()
+        self._rows: list[pl.DataFrame] = []
+        self._reasons: list[pl.DataFrame] = []
         self.count = 0
 
     def hold(self, rows: pl.DataFrame, reasons: list[pl.DataFrame]) -> None:
-        self.rows.append(rows)
-        self.reasons.extend(reason for reason in reasons if reason.height)
-        self.count += rows.height
+        """Keep `rows` (and their reasons) until judged, copied into buffers of their own."""
+        rows = _compacted(rows)
+        reasons = [_compacted(reason) for reason in reasons if reason.height]
+        with self._lock:
+            self._rows.append(rows)
+            self._reasons.extend(reasons)
+            self.count += rows.height
 
-    def clear(self) -> None:
-        self.rows, self.reasons, self.count = [], [], 0
+    def take(self) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+        """Everything held so far (rows, reasons); the holder is empty afterwards."""
+        with self._lock:
+            taken = self._rows, self._reasons
+            self._rows, self._reasons, self.count = [], [], 0
+        return taken
+
+
+def _compacted(frame: pl.DataFrame) -> pl.DataFrame:
+    """A copy of `frame` that owns its string data.
+
+    polars strings are views into shared buffers: a few rows filtered out of a batch would keep
+    the whole batch's text alive while held (measured: peak RSS of a 20-million-line day
+    doubled). Going through Arrow's offset-based layout copies just these rows' bytes.
+    """
+    return pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest()))  # type: ignore[return-value]
 
 
 @dataclass
@@ -98,6 +120,10 @@ class ParsedBatch:
     lines_read: int
     lines_ignored: int
     continuation_lines: int
+    # Rows of this batch held for pandera (`PendingValidation`): they come out as events or
+    # quarantine rows of the batch that judges them. Over a whole file (or partition, once all
+    # is judged): lines_read = events + quarantined + lines_ignored + continuation_lines.
+    held: int = 0
 
 
 def quarantine_entry(
@@ -208,16 +234,20 @@ class PartitionParser:
         )
 
     # -- stages 1-4 -------------------------------------------------------------------
-    def parse_file(self, batches: Iterable[LineBatch], source_file: str) -> Iterator[ParsedBatch]:
+    def parse_file(
+        self, batches: Iterable[LineBatch], source_file: str, pending: PendingValidation | None = None
+    ) -> Iterator[ParsedBatch]:
         """Parse every batch of one file; multi-line records are carried across batches.
 
-        Rows the pre-filter suspects are held back and judged by pandera together, when
-        `JUDGE_ROWS` of them are held and at the end of the file: their events and quarantine
-        rows come out with a later batch of the same file.
+        Rows the pre-filter suspects are held back for pandera, which judges them together.
+        With `pending` given (shared by the files of a partition), they are held there and the
+        caller judges them (`judge`); without it, they are judged when `JUDGE_ROWS` are held
+        and at the end of the file, and come out with a later batch of the same file.
         """
+        own_pending = pending is None
+        held = PendingValidation() if pending is None else pending
         carry: pl.DataFrame | None = None
         seen_record_start = False
-        suspects = _Suspects()
         for batch, is_last in _lookahead(batches):
             frame = self._line_frame(batch)
             lines_read = frame.height
@@ -225,7 +255,9 @@ class PartitionParser:
                 blank = frame["text"].str.strip_chars() == ""
                 ignored = int(blank.sum())
                 records = frame.filter(~blank)
-                yield self._finish(records, source_file, lines_read, ignored, 0, None, suspects, is_last)
+                yield self._judged(
+                    self._finish(records, source_file, lines_read, ignored, 0, None, held), held, own_pending, is_last
+                )
                 continue
             if carry is not None:
                 frame = pl.concat([carry, frame], how="vertical_relaxed")
@@ -259,7 +291,22 @@ class PartitionParser:
                 ignored += before - frame.height
             continuation = frame.height - int(frame["record_id"].n_unique()) if frame.height else 0
             records = self._fold(frame) if continuation else frame.drop("record_id")
-            yield self._finish(records, source_file, lines_read, ignored, continuation, orphans, suspects, is_last)
+            batch = self._finish(records, source_file, lines_read, ignored, continuation, orphans, held)
+            yield self._judged(batch, held, own_pending, is_last)
+
+    def _judged(self, batch: ParsedBatch, held: PendingValidation, own: bool, end_of_file: bool) -> ParsedBatch:
+        """`batch`, plus the verdict on the held rows when the file judges its own and it is time."""
+        if not own or not held.count or not (end_of_file or held.count >= JUDGE_ROWS):
+            return batch
+        judged = self.judge(held)
+        return ParsedBatch(
+            pl.concat([batch.events, judged.events]),
+            pl.concat([batch.quarantined, judged.quarantined]).sort("line_number"),
+            batch.lines_read,
+            batch.lines_ignored,
+            batch.continuation_lines,
+            batch.held,
+        )
 
     def _line_frame(self, batch: LineBatch) -> pl.DataFrame:
         text, raw_bytes = _decode(batch.lines)
@@ -302,33 +349,29 @@ class PartitionParser:
         ignored: int,
         continuation: int,
         orphans: pl.DataFrame | None,
-        suspects: _Suspects,
-        last_of_file: bool,
+        pending: PendingValidation,
     ) -> ParsedBatch:
-        """Match, type and validate records; split them into events and quarantine.
-
-        Rows that may fail the schema join `suspects`; they are judged (and their events and
-        quarantine rows added to this batch) once enough are held or the file ends.
-        """
+        """Match and type records; split them into events and quarantine, holding the rows that
+        may fail the schema in `pending` for pandera."""
         frame, reasons = self._typed_frame(records)
         matched = frame.filter(pl.col(_MATCH_GROUP).is_not_null()).select(_ROW, *self.spec.columns)
         suspect_rows, _columns = self._suspects(matched)
+        held = 0
         if suspect_rows.len():
             is_suspect = pl.col(_ROW).is_in(suspect_rows.implode())
-            suspects.hold(
-                frame.filter(is_suspect).select("line_number", "text", "raw_bytes", *self.spec.columns),
-                [
-                    reason.join(frame.select(_ROW, "line_number"), on=_ROW).filter(is_suspect).drop(_ROW)
-                    for reason in reasons
-                ],
+            file_column = pl.lit(source_file, dtype=pl.String).alias("source_file")
+            positions = frame.select(_ROW, file_column, "line_number")
+            held_rows = frame.filter(is_suspect).select(
+                file_column, "line_number", "text", "raw_bytes", *self.spec.columns
+            )
+            held = held_rows.height
+            pending.hold(
+                held_rows,
+                [reason.join(positions, on=_ROW).filter(is_suspect).drop(_ROW) for reason in reasons],
             )
             frame = frame.filter(~is_suspect)
             reasons = [reason.filter(~is_suspect) for reason in reasons]
         events, quarantined = self._split(frame, reasons, source_file)
-        if suspects.count and (last_of_file or suspects.count >= JUDGE_ROWS):
-            judged_events, judged_quarantined = self._judge(suspects, source_file)
-            events = pl.concat([events, judged_events])
-            quarantined = pl.concat([quarantined, judged_quarantined])
         if orphans is not None and orphans.height:
             quarantined = pl.concat([quarantined, _orphan_rows(orphans, source_file)])
         return ParsedBatch(
@@ -337,6 +380,7 @@ class PartitionParser:
             lines_read,
             ignored,
             continuation,
+            held,
         )
 
     def _typed_frame(self, records: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
@@ -381,22 +425,28 @@ class PartitionParser:
                 reasons.append(_reasons(bad[_ROW], name, check, bad[f"__raw_{name}"]))
         return frame, reasons
 
-    def _judge(self, suspects: _Suspects, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Validate the held suspects with pandera (one call) and split them; empties the holder."""
-        frame = pl.concat(suspects.rows).with_row_index(_ROW)
-        positions = frame.select(_ROW, "line_number")
-        reasons = [
-            reason.join(positions, on="line_number").select(_ROW, *REASON_COLUMNS) for reason in suspects.reasons
-        ]
+    def judge(self, pending: PendingValidation) -> ParsedBatch:
+        """Validate every held row with pandera (one call) and split them into events and
+        quarantine; `pending` is empty afterwards. The batch reads no line of its own."""
+        rows, held_reasons = pending.take()
+        if not rows:
+            return ParsedBatch(
+                pl.DataFrame(schema=self._events_schema), pl.DataFrame(schema=QUARANTINE_SCHEMA), 0, 0, 0
+            )
+        frame = pl.concat(rows).with_row_index(_ROW)
+        positions = frame.select(_ROW, *_HELD_KEY)
+        reasons = [reason.join(positions, on=_HELD_KEY).select(_ROW, *REASON_COLUMNS) for reason in held_reasons]
         reasons.extend(self._validate(frame.select(_ROW, *self.spec.columns)))
-        suspects.clear()
-        return self._split(frame, reasons, source_file)
+        events, quarantined = self._split(frame, reasons, None)
+        return ParsedBatch(events.cast(self._events_schema), quarantined, 0, 0, 0)  # type: ignore[arg-type]
 
     def _split(
-        self, frame: pl.DataFrame, reasons: list[pl.DataFrame], source_file: str
+        self, frame: pl.DataFrame, reasons: list[pl.DataFrame], source_file: str | None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Rows without a reason become events; the others quarantine rows with every reason."""
-        event_columns = (pl.lit(source_file, dtype=pl.String).alias("source_file"), "line_number", *self.spec.columns)
+        """Rows without a reason become events; the others quarantine rows with every reason.
+        The file is `source_file`, or the frame's `source_file` column when None."""
+        file_column = pl.col("source_file") if source_file is None else pl.lit(source_file, dtype=pl.String)
+        event_columns = (file_column.alias("source_file"), "line_number", *self.spec.columns)
         if not reasons:
             return frame.select(*event_columns), pl.DataFrame(schema=QUARANTINE_SCHEMA)
         failures = (
@@ -414,8 +464,9 @@ class PartitionParser:
             )
         )
         events = frame.filter(~pl.col(_ROW).is_in(failures[_ROW].implode())).select(*event_columns)
-        quarantined = failures.join(frame.select(_ROW, "line_number", "text", "raw_bytes"), on=_ROW, how="left").select(
-            pl.lit(source_file, dtype=pl.String).alias("source_file"),
+        evidence = ["line_number", "text", "raw_bytes", *(["source_file"] if source_file is None else [])]
+        quarantined = failures.join(frame.select(_ROW, *evidence), on=_ROW, how="left").select(
+            file_column.alias("source_file"),
             "line_number",
             pl.col("text").alias("raw_line"),
             "raw_bytes",
