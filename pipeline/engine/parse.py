@@ -9,7 +9,9 @@ Stages, each a polars expression over the whole batch:
 1. decode UTF-8 (a batch with invalid bytes falls back to per-line decoding);
 2. fold multi-line records (sources with `record_start`);
 3. match the line pattern, cast fields to their types;
-4. validate with pandera (polars backend) and collect failures by row position.
+4. validate: a vectorised pre-filter mirroring the schema's checks passes the clearly valid rows;
+   the rest are held (`PendingValidation`) and judged by pandera (polars backend) together,
+   failures collected by row position.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ class PartitionParser:
         and at the end of the file, and come out with a later batch of the same file.
         """
         own_pending = pending is None
-        held = PendingValidation() if pending is None else pending
+        pending = PendingValidation() if pending is None else pending
         carry: pl.DataFrame | None = None
         seen_record_start = False
         for batch, is_last in _lookahead(batches):
@@ -255,9 +257,8 @@ class PartitionParser:
                 blank = frame["text"].str.strip_chars() == ""
                 ignored = int(blank.sum())
                 records = frame.filter(~blank)
-                yield self._judged(
-                    self._finish(records, source_file, lines_read, ignored, 0, None, held), held, own_pending, is_last
-                )
+                batch_parsed = self._finish(records, source_file, lines_read, ignored, 0, None, pending)
+                yield self._judged(batch_parsed, pending, own_pending, is_last)
                 continue
             if carry is not None:
                 frame = pl.concat([carry, frame], how="vertical_relaxed")
@@ -291,14 +292,14 @@ class PartitionParser:
                 ignored += before - frame.height
             continuation = frame.height - int(frame["record_id"].n_unique()) if frame.height else 0
             records = self._fold(frame) if continuation else frame.drop("record_id")
-            batch = self._finish(records, source_file, lines_read, ignored, continuation, orphans, held)
-            yield self._judged(batch, held, own_pending, is_last)
+            batch_parsed = self._finish(records, source_file, lines_read, ignored, continuation, orphans, pending)
+            yield self._judged(batch_parsed, pending, own_pending, is_last)
 
-    def _judged(self, batch: ParsedBatch, held: PendingValidation, own: bool, end_of_file: bool) -> ParsedBatch:
+    def _judged(self, batch: ParsedBatch, pending: PendingValidation, own: bool, end_of_file: bool) -> ParsedBatch:
         """`batch`, plus the verdict on the held rows when the file judges its own and it is time."""
-        if not own or not held.count or not (end_of_file or held.count >= JUDGE_ROWS):
+        if not own or not pending.count or not (end_of_file or pending.count >= JUDGE_ROWS):
             return batch
-        judged = self.judge(held)
+        judged = self.judge(pending)
         return ParsedBatch(
             pl.concat([batch.events, judged.events]),
             pl.concat([batch.quarantined, judged.quarantined]).sort("line_number"),
