@@ -10,17 +10,13 @@ benchmark itself, after its pandas baseline) would report the parent's size.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import resource
 import sys
 import time
 from pathlib import Path
 
-from pipeline.engine.ingest import ingest_partition
-from pipeline.engine.objects import LocalObjectStore
-from pipeline.engine.warehouse import Warehouse
-from pipeline.sources import load_sources
+from benchmarks.workload import ingest_day
 
 
 def peak_rss_mb() -> float:
@@ -36,18 +32,10 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    """`python -m benchmarks.probe ROOT SOURCE DAY`: ingest and report."""
-    root, source, day = Path(sys.argv[1]), sys.argv[2], dt.date.fromisoformat(sys.argv[3])
+    """`python -m benchmarks.probe ROOT SOURCE`: ingest the benchmark day and report."""
+    root, source = Path(sys.argv[1]), sys.argv[2]
     started = time.perf_counter()
-    stats = ingest_partition(
-        load_sources()[source],
-        day,
-        landing=LocalObjectStore(root / "landing"),
-        output=LocalObjectStore(root / "output"),
-        warehouse=Warehouse(root / f"probe-{source}.duckdb"),
-        run_id="benchmark",
-        quarantined_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    )
+    stats = ingest_day(root, source, root / f"probe-{source}.duckdb")
     seconds = time.perf_counter() - started
     print(json.dumps({"lines": stats.lines_read, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 

@@ -13,20 +13,14 @@ percentages are shares of the ingest's CPU work. `--workers 2` profiles the thre
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shutil
 import time
 from pathlib import Path
 
 from pyinstrument import Profiler
 
-from benchmarks.run import BAD_LINE_RATE, DAY
-from pipeline.cli.generate import generate_landing_zone
-from pipeline.engine.ingest import ingest_partition
-from pipeline.engine.objects import LocalObjectStore
-from pipeline.engine.warehouse import Warehouse
+from benchmarks.workload import generate_day, ingest_day
 from pipeline.settings import PROJECT_ROOT
-from pipeline.sources import load_sources
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,29 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     per_hour = max(1, args.lines // 24)
     if not (args.reuse and (root / "landing" / args.source).exists()):
         shutil.rmtree(root, ignore_errors=True)
-        generate_landing_zone(
-            root / "landing",
-            [DAY],
-            sources=[args.source],
-            lines_per_hour=per_hour,
-            bad_line_rate=BAD_LINE_RATE,
-            missing_hours={},
-        )
+        generate_day(root, per_hour, [args.source])
     database = root / "profile.duckdb"
     database.unlink(missing_ok=True)
     profiler = Profiler(interval=0.001)
     started = time.perf_counter()
     profiler.start()
-    stats = ingest_partition(
-        load_sources()[args.source],
-        DAY,
-        landing=LocalObjectStore(root / "landing"),
-        output=LocalObjectStore(root / "output"),
-        warehouse=Warehouse(database),
-        run_id="profile",
-        quarantined_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-        parse_workers=args.workers,
-    )
+    stats = ingest_day(root, args.source, database, run_id="profile", parse_workers=args.workers)
     profiler.stop()
     seconds = time.perf_counter() - started
     print(f"{stats.lines_read:,} lines in {seconds:.2f} s = {stats.lines_read / seconds:,.0f} lines/s (profiled)")

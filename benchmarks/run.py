@@ -33,16 +33,13 @@ from typing import Any
 import yaml
 
 from benchmarks import baselines
+from benchmarks.workload import BAD_LINE_RATE, DAY, generate_day, ingest_day
 from pipeline.cli.generate import generate_landing_zone
-from pipeline.engine.ingest import ingest_partition
 from pipeline.engine.landing import list_partition
 from pipeline.engine.objects import LocalObjectStore
-from pipeline.engine.warehouse import Warehouse
 from pipeline.settings import PROJECT_ROOT
-from pipeline.sources import DEFAULT_SOURCES_FILE, load_sources
+from pipeline.sources import DEFAULT_SOURCES_FILE
 
-DAY = dt.date(2024, 3, 1)
-BAD_LINE_RATE = 0.01
 RSS_TARGET_MB = 700
 # `--quick`: every measurement at a tiny size (what the test suite runs); figures meaningless.
 QUICK = {
@@ -294,9 +291,9 @@ def daemon_backfill(
 
 
 def probe_memory(root: Path, source: str) -> dict[str, float]:
-    """Peak RSS of ingesting one partition in a fresh process."""
+    """Peak RSS of ingesting the benchmark day in a fresh process."""
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.probe", str(root), source, DAY.isoformat()],
+        [sys.executable, "-m", "benchmarks.probe", str(root), source],
         cwd=PROJECT_ROOT,
         check=True,
         capture_output=True,
@@ -306,21 +303,23 @@ def probe_memory(root: Path, source: str) -> dict[str, float]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def probe_generated_day(root: Path, lines_per_hour: int, label: str) -> dict[str, float]:
+    """Generate an access day of `lines_per_hour` per hour under `root`, probe its peak RSS,
+    and remove it again (large days take gigabytes)."""
+    print(f"generating the {label} ({lines_per_hour * 24:,} access lines) in {root}")
+    generate_day(root, lines_per_hour, ["access"])
+    try:
+        return probe_memory(root, "access")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def ingest_once(root: Path, source: str) -> int:
     """The pipeline's ingest of one partition, in this process (into a fresh database);
     returns the lines read."""
     database = root / f"ingest-{source}.duckdb"
     database.unlink(missing_ok=True)
-    stats = ingest_partition(
-        load_sources()[source],
-        DAY,
-        landing=LocalObjectStore(root / "landing"),
-        output=LocalObjectStore(root / "output"),
-        warehouse=Warehouse(database),
-        run_id="benchmark",
-        quarantined_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    )
-    return stats.lines_read
+    return ingest_day(root, source, database).lines_read
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -330,9 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     day_root = work / "1x"
     per_hour = max(1, args.lines // 24)
     print(f"generating {per_hour * 24:,} lines per source for {DAY} ({BAD_LINE_RATE:.0%} bad) in {day_root}")
-    generate_landing_zone(
-        day_root / "landing", [DAY], lines_per_hour=per_hour, bad_line_rate=BAD_LINE_RATE, missing_hours={}
-    )
+    generate_day(day_root, per_hour)
     access_files = partition_files(day_root, "access", DAY)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -371,18 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.skip_memory:
         memory: dict[str, Any] = {"1x": probe_memory(day_root, "access")}
-        big_root = work / "10x"
-        print(f"generating the 10x day ({per_hour * 240:,} access lines) in {big_root}")
-        generate_landing_zone(
-            big_root / "landing",
-            [DAY],
-            sources=["access"],
-            lines_per_hour=per_hour * 10,
-            bad_line_rate=BAD_LINE_RATE,
-            missing_hours={},
-        )
-        memory["10x"] = probe_memory(big_root, "access")
-        shutil.rmtree(big_root, ignore_errors=True)
+        memory["10x"] = probe_generated_day(work / "10x", per_hour * 10, "10x day")
         results["memory"] = memory
 
     if args.rss_lines > 0:
@@ -393,18 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if ten_x is not None and abs(ten_x["lines"] - rss_per_hour * 24) <= 0.01 * rss_per_hour * 24:
             results["memory_target"] = {**ten_x, "reused": "10x"}
         else:
-            rss_root = work / "rss"
-            print(f"generating the memory-target day ({rss_per_hour * 24:,} access lines) in {rss_root}")
-            generate_landing_zone(
-                rss_root / "landing",
-                [DAY],
-                sources=["access"],
-                lines_per_hour=rss_per_hour,
-                bad_line_rate=BAD_LINE_RATE,
-                missing_hours={},
-            )
-            results["memory_target"] = probe_memory(rss_root, "access")
-            shutil.rmtree(rss_root, ignore_errors=True)
+            results["memory_target"] = probe_generated_day(work / "rss", rss_per_hour, "memory-target day")
         results["memory_target"]["target_mb"] = RSS_TARGET_MB
 
     if not args.skip_backfill:
