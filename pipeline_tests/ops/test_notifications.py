@@ -35,6 +35,8 @@ def run_range(
     env: PipelineEnv, instance: DagsterInstance, tags: dict[str, str] | None = None
 ) -> ExecuteInProcessResult:
     """`access/events` + `access/dlq` for 2024-03-04..05 in one run, as a backfill launches it."""
+    # Not `materialize_range`: a job subset does not record the asset selection on the run, and
+    # the notifications name the run's assets from it, as for a UI or CLI launch.
     return (
         env.definitions()
         .resolve_implicit_global_asset_job_def()

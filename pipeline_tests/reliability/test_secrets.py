@@ -46,6 +46,8 @@ def event_log_text(instance: DagsterInstance, run_id: str) -> str:
 
 def run_partition(env: PipelineEnv, instance: DagsterInstance, partition: str) -> ExecuteInProcessResult:
     """`access/events` + `access/dlq` of one day, selected as the UI and CLI select them."""
+    # Not `materialize_range`: a job subset does not record the asset selection on the run, and
+    # the notifications name the run's assets from it, as for a UI or CLI launch.
     return (
         env.definitions()
         .resolve_implicit_global_asset_job_def()
