@@ -32,7 +32,7 @@ def build_definitions() -> Definitions:
     schedules = []
     sensors = []
     for spec in specs:
-        assets.extend(build_source_assets(spec))
+        assets.extend(build_source_assets(spec, watch_run_worker=operations.step_executor == "multiprocess"))
         source_checks = freshness_checks(spec)
         checks.extend(source_checks)
         job = daily_job(spec, source_checks)

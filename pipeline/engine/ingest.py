@@ -379,6 +379,31 @@ def _count_failures(quarantined: pl.DataFrame, counter: Counter[str]) -> None:
         counter[rule] += count
 
 
+def write_failed_manifest(
+    spec: SourceSpec,
+    day: dt.date,
+    *,
+    output: ObjectStore,
+    run_id: str,
+    error: BaseException,
+    log: logging.Logger | logging.LoggerAdapter = logger,  # type: ignore[type-arg]
+) -> PartitionStats:
+    """Record a partition that failed before `ingest_partition` could start (which writes the
+    manifest on its own exit paths). A manifest that cannot be written is logged, never
+    allowed to mask `error`."""
+    stats = PartitionStats(
+        source=spec.name,
+        partition_date=day.isoformat(),
+        run_id=run_id,
+        status="failed",
+        error_budget=spec.error_budget,
+        error=f"{type(error).__name__}: {error}",
+    )
+    stats.summary = stats.sentence()
+    _write_manifest(output, spec.name, day, stats, log)
+    return stats
+
+
 def _write_manifest(
     output: ObjectStore,
     source: str,
@@ -396,4 +421,4 @@ def _write_manifest(
             raise
 
 
-__all__ = ["HOURS", "PartitionStats", "ingest_partition", "manifest_key"]
+__all__ = ["HOURS", "PartitionStats", "ingest_partition", "manifest_key", "write_failed_manifest"]

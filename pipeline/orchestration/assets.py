@@ -30,10 +30,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from pipeline.engine.ingest import PartitionStats, ingest_partition, manifest_key
+from pipeline.engine.ingest import PartitionStats, ingest_partition, write_failed_manifest
 from pipeline.engine.landing_state import landing_state
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
-from pipeline.orchestration.operations import WAREHOUSE_POOL, OperationsSettings, is_paused
+from pipeline.orchestration.operations import WAREHOUSE_POOL, is_paused
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
@@ -304,8 +304,10 @@ class ProgressReporter:
         )
 
 
-def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
-    """Build the assets and checks of one source from its definition."""
+def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> list[AssetsDefinition]:
+    """Build the assets and checks of one source from its definition. `watch_run_worker`: the
+    steps run in child processes of the run worker (multiprocess executor) and must stop if it
+    dies."""
     partitions = daily_partitions(spec)
     group = spec.name
     ingest_specs = [
@@ -374,8 +376,7 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         # With the multiprocess executor, if the run worker dies (SIGKILL, OOM) this step's process
         # lives on, orphaned, while the run is marked failed and retried: stop at the next batch so
         # there is never a second writer. (In process, the step dies with the run worker.)
-        in_child_process = OperationsSettings.from_env().step_executor == "multiprocess"
-        check_run_worker = run_worker_watch() if in_child_process else _no_check
+        check_run_worker = run_worker_watch() if watch_run_worker else _no_check
         results: list[PartitionStats] = []
         for position, day in enumerate(days, start=1):
             check_run_worker()
@@ -386,7 +387,7 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
                 state = landing_state(landing, spec.name, day)
             except Exception as error:
                 # The landing zone could not even be listed: the manifest still says so.
-                _write_failed_manifest(spec, day, context.run_id, output, error, context.log)
+                write_failed_manifest(spec, day, output=output, run_id=context.run_id, error=error, log=context.log)
                 raise
             stats = ingest_partition(
                 spec,
@@ -444,27 +445,6 @@ def build_source_assets(spec: SourceSpec) -> list[AssetsDefinition]:
         return MaterializeResult()
 
     return [ingest, daily_metrics]
-
-
-def _write_failed_manifest(
-    spec: SourceSpec, day: dt.date, run_id: str, output: Any, error: BaseException, log: Any
-) -> None:
-    """Record a partition that failed before `ingest_partition` could start (which writes the
-    manifest on its own exit paths), without masking the error itself."""
-    stats = PartitionStats(
-        source=spec.name,
-        partition_date=day.isoformat(),
-        run_id=run_id,
-        status="failed",
-        error_budget=spec.error_budget,
-        error=f"{type(error).__name__}: {error}",
-    )
-    stats.summary = stats.sentence()
-    key = manifest_key(spec.name, day)
-    try:
-        stats.manifest = output.write_atomic(key, stats.to_json().encode())
-    except Exception:
-        log.exception("could not write manifest %s to %s", key, output.url)
 
 
 def _metadata_value(value: object) -> Any:
