@@ -218,7 +218,7 @@ def test_missing_bucket_fails_the_run_at_once_naming_it(
     s3_pipeline: S3PipelineEnv, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A landing URL naming a bucket that does not exist: one listing request, no retry, and the
-    failure says which bucket and prefix."""
+    failure says which bucket and prefix; so does the day's manifest, though nothing was read."""
     monkeypatch.setenv("PIPELINE_LANDING_URL", "s3://no-such-landing-bucket/landing")
 
     result = materialize_range(
@@ -231,6 +231,9 @@ def test_missing_bucket_fails_the_run_at_once_naming_it(
     message = failure_text(result)
     expected = "bucket 'no-such-landing-bucket', key 'landing/access/dt=2024-01-15/'"
     assert expected in message and "NoSuchBucket" in message
+    manifest = s3_pipeline.manifest("access", "2024-01-15")
+    assert (manifest["status"], manifest["lines_read"]) == ("failed", 0)
+    assert expected in manifest["error"] and "NoSuchBucket" in manifest["error"]
 
 
 def test_prefix_leaving_its_folder_is_refused_before_any_request(
