@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from pipeline_tests.conftest import PROJECT_ROOT
@@ -35,6 +36,15 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert throughput["baseline_seed_style"]["lines"] == 500
     assert throughput["baseline_pandas_pandera"]["lines"] == 2000
     assert all(figure["lines_per_s"] > 0 for figure in throughput.values())
+    # The components: the regex over every line; the append of exactly the rows the ingest loads.
+    assert throughput["component_regex_extract"]["lines"] == 4800
+    with duckdb.connect(str(tmp_path / "work" / "1x" / "ingest-access.duckdb"), read_only=True) as connection:
+        loaded = connection.execute("SELECT count(*) FROM access.events").fetchone()[0]  # type: ignore[index]
+    assert 4700 < loaded < 4800
+    append = throughput["component_duckdb_append"]
+    assert append["lines"] == loaded and append["unit"] == "rows"
+    ceiling = results["ingest_ceiling"]
+    assert ceiling["cores"] >= 1 and ceiling["rows_per_line"] == loaded / 4800 and ceiling["lines_per_s"] > 0
     assert results["memory"]["1x"]["lines"] == 4800 and results["memory"]["10x"]["lines"] == 48000
     assert results["memory_target"]["lines"] == 9600 and results["memory_target"]["target_mb"] == 700
     assert results["backfill_cli_range"]["partitions"] == 2
@@ -44,4 +54,5 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert daemon["wall_s"] >= daemon["data_loaded_s"] > 0 and daemon["summed_compute_s"] > 0
     assert "ratio to seed-style baseline (a)" in completed.stdout
     assert "peak RSS 10x / 1x" in completed.stdout
+    assert "ceiling: regex + append alone" in completed.stdout
     assert "partitions, daemon (s)" in completed.stdout and "load average" in completed.stdout

@@ -34,11 +34,6 @@ logger = logging.getLogger(__name__)
 SAMPLE_SIZE = 5
 # Files parsed at once: one per core keeps both cores busy while this thread loads.
 DEFAULT_PARSE_WORKERS = min(4, os.cpu_count() or 1)
-# DuckDB's buffer pool may grow to 80% of RAM and keeps every block the load writes cached:
-# capped for the load, memory stays flat however large the day (written blocks are evicted,
-# not lost; a re-run deleting a 20-million-row day works within it). Measured by
-# `python -m benchmarks.run` (peak RSS of a 1x and a 10x day).
-LOAD_MEMORY_LIMIT = "64MB"
 
 
 @dataclass
@@ -163,11 +158,7 @@ def ingest_partition(
         per_file: dict[str, list[float]] = {}
 
         with warehouse.connect() as connection:
-            connection.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
-            # One DuckDB thread: the parse threads already use every core, and a single-threaded
-            # append of batches this size is faster than a contended parallel one (measured:
-            # ~1.2M vs ~0.85M rows/s on 2 cores).
-            connection.execute("SET threads = 1")
+            Warehouse.configure_for_load(connection)
             warehouse.ensure_tables(connection, spec)
             connection.execute("BEGIN TRANSACTION")
             try:

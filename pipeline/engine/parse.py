@@ -180,7 +180,8 @@ class PartitionParser:
     def __init__(self, spec: SourceSpec, day: dt.date) -> None:
         self.spec = spec
         self.day = day
-        self._pattern = f"(?:{spec.pattern})(?P<{_MATCH_GROUP}>)"
+        # The source's pattern plus an empty group that tells matched lines from the rest.
+        self.record_pattern = f"(?:{spec.pattern})(?P<{_MATCH_GROUP}>)"
         tolerance = dt.timedelta(minutes=spec.timestamp.tolerance_minutes)
         day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         self.earliest = day_start - tolerance
@@ -391,7 +392,7 @@ class PartitionParser:
         ts_field = self.spec.timestamp.field
         frame = (
             records.with_row_index(_ROW)
-            .with_columns(pl.col("text").str.extract_groups(self._pattern).alias("__groups"))
+            .with_columns(pl.col("text").str.extract_groups(self.record_pattern).alias("__groups"))
             .unnest("__groups")
         )
         # Typed columns and, for non-string fields, a flag for values that failed to parse.

@@ -1,0 +1,66 @@
+"""The ingest's two largest costs, each measured alone on the same partition.
+
+- `regex_extract`: the polars extraction of the source's fields with its pattern (what the
+  parser runs over every record), on lines already decoded in memory;
+- `duckdb_append`: appending the partition's already-parsed rows to the file-backed events
+  table, the way the ingest's load connection does (same settings, same batches).
+
+Neither can be avoided by an ingest that parses with the source's pattern and loads the
+DuckDB file, so together they bound it: on N cores it cannot beat
+N / (regex seconds per line + append seconds per row × rows per line), however well the
+rest is done. `benchmarks.run` prints that ceiling next to the targets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from benchmarks.baselines import iter_lines
+from pipeline.engine.parse import PartitionParser, PendingValidation
+from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, iter_line_batches, open_log
+from pipeline.engine.warehouse import Warehouse
+from pipeline.sources.spec import SourceSpec
+
+
+def decoded_lines(files: list[Path]) -> pl.Series:
+    """The files' lines as text, in memory (prepared outside any timer)."""
+    return pl.Series("text", list(iter_lines(files)), dtype=pl.String)
+
+
+def regex_extract(spec: SourceSpec, day: dt.date, lines: pl.Series) -> int:
+    """Extract every field of `lines` with the parser's pattern; returns the lines matched against."""
+    pattern = PartitionParser(spec, day).record_pattern
+    return lines.str.extract_groups(pattern).len()
+
+
+def parsed_events(spec: SourceSpec, day: dt.date, files: list[Path]) -> list[pl.DataFrame]:
+    """The partition's valid rows, in the parser's batches, with the columns the load adds
+    (prepared outside any timer)."""
+    parser = PartitionParser(spec, day)
+    pending = PendingValidation()
+    batches: list[pl.DataFrame] = []
+    for path in files:
+        with path.open("rb") as raw, open_log(raw, path.suffix == ".gz") as stream:
+            for batch in parser.parse_file(iter_line_batches(stream, DEFAULT_CHUNK_BYTES), path.name, pending):
+                batches.append(batch.events)
+    batches.append(parser.judge(pending).events)
+    constants = [pl.lit(day, dtype=pl.Date).alias("partition_date"), pl.lit("benchmark").alias("run_id")]
+    return [batch.with_columns(constants) for batch in batches if batch.height]
+
+
+def duckdb_append(spec: SourceSpec, batches: list[pl.DataFrame], database: Path) -> int:
+    """Append `batches` to a fresh events table in `database` in one transaction, as the
+    ingest's load does; returns the rows appended."""
+    database.unlink(missing_ok=True)
+    warehouse = Warehouse(database)
+    with warehouse.connect() as connection:
+        Warehouse.configure_for_load(connection)
+        warehouse.ensure_tables(connection, spec)
+        connection.execute("BEGIN TRANSACTION")
+        for batch in batches:
+            Warehouse.insert(connection, f'"{spec.name}".events', batch)
+        connection.execute("COMMIT")
+    return sum(batch.height for batch in batches)
