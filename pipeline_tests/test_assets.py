@@ -268,3 +268,47 @@ def test_range_run_records_each_days_own_metadata(pipeline_env: PipelineEnv, ins
         record.partition_key: record.asset_materialization.metadata["dagster/row_count"].value for record in records
     }
     assert latest == counts
+
+
+def test_each_day_is_listed_once_and_loaded_as_listed(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One listing per day serves the fingerprint and the read: a file landing in between is
+    not loaded, and the recorded fingerprint (what the landing sensor compares) describes
+    exactly the files that were."""
+    from pipeline.engine import landing_state as landing_state_module
+    from pipeline.engine.objects import LocalObjectStore
+    from pipeline.orchestration import assets as assets_module
+
+    generate_landing_zone(pipeline_env.landing, DAYS[:2], sources=["access"], lines_per_hour=20)
+    listed: list[str] = []
+    original_list = LocalObjectStore.list
+
+    def counting_list(self: LocalObjectStore, prefix: str):  # type: ignore[no-untyped-def]
+        listed.append(prefix)
+        return original_list(self, prefix)
+
+    late = pipeline_env.landing / "access" / "dt=2024-01-16" / "hour=05" / "late.log"
+    late_line = '10.0.0.1 - - [16/Jan/2024:05:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "x"\n'
+
+    def state_then_a_file_lands(store, source, partition_day):  # type: ignore[no-untyped-def]
+        state = landing_state_module.landing_state(store, source, partition_day)
+        if partition_day == DAYS[1]:
+            late.write_text(late_line)
+        return state
+
+    monkeypatch.setattr(LocalObjectStore, "list", counting_list)
+    monkeypatch.setattr(assets_module, "landing_state", state_then_a_file_lands)
+    result = materialize_range(
+        pipeline_env.definitions(), instance, "2024-01-15", "2024-01-16", selection=["access/events", "access/dlq"]
+    )
+    assert result.success
+    day_prefixes = [prefix for prefix in listed if prefix.startswith("access/dt=")]
+    assert sorted(day_prefixes) == ["access/dt=2024-01-15/", "access/dt=2024-01-16/"]
+    assert pipeline_env.query("SELECT count(*) FROM access.events WHERE source_file LIKE '%late.log'") == [(0,)]
+    monkeypatch.undo()
+    recorded = materializations(result, "access/events")["2024-01-16"]["landing_fingerprint"]
+    now = landing_state_module.landing_state(LocalObjectStore(pipeline_env.landing), "access", DAYS[1])
+    late.unlink()
+    as_loaded = landing_state_module.landing_state(LocalObjectStore(pipeline_env.landing), "access", DAYS[1])
+    assert recorded == as_loaded.fingerprint != now.fingerprint

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from pipeline.engine.landing import HOURS, LandedFile, list_partition
+from pipeline.engine.landing import HOURS, LandedFile, PartitionListing, list_partition
 from pipeline.engine.objects import ObjectStore
 from pipeline.engine.parse import JUDGE_ROWS, ParsedBatch, PartitionParser, PendingValidation, quarantine_entry
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, FileReadError, iter_line_batches, open_log
@@ -109,6 +109,7 @@ def ingest_partition(
     warehouse: Warehouse,
     run_id: str,
     quarantined_at: dt.datetime,
+    listing: PartitionListing | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     parse_workers: int = DEFAULT_PARSE_WORKERS,
     sleep_between_batches_s: float = 0.0,
@@ -117,7 +118,8 @@ def ingest_partition(
 ) -> PartitionStats:
     """Replace one day of one source in the warehouse from the files of its landing folder.
 
-    Files are parsed on `parse_workers` threads while this thread loads the batches into
+    The day's files are `listing` when the caller already listed them (`landing_state`),
+    else listed here. Files are parsed on `parse_workers` threads while this thread loads the batches into
     the warehouse (one writer); `on_progress` is called with the running stats after each
     batch, and `sleep_between_batches_s` throttles the load. Returns the partition's stats;
     the manifest is written whatever happens, and any error is re-raised after it has been
@@ -129,7 +131,8 @@ def ingest_partition(
     )
     failed_checks: Counter[str] = Counter()
     try:
-        listing = list_partition(landing, spec.name, day)
+        if listing is None:
+            listing = list_partition(landing, spec.name, day)
         stats.files = len(listing.files)
         stats.hours_present = listing.hours_present
         stats.missing_hours = listing.missing_hours

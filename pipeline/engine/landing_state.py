@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pipeline.engine.landing import list_partition, partition_prefix
+from pipeline.engine.landing import PartitionListing, list_partition, partition_prefix
 from pipeline.engine.objects import ObjectInfo, ObjectStore
 
 # Length of the hex digest kept: 80 bits, plenty to tell two listings of one day apart,
@@ -32,6 +32,9 @@ class LandingState:
     bytes: int
     hours_present: list[int]
     fingerprint: str
+    # The listing the fingerprint was computed from: the ingest reads exactly these files, so
+    # the recorded fingerprint describes what was loaded (and the day is listed once per run).
+    listing: PartitionListing
 
 
 class _OneListing:
@@ -69,4 +72,5 @@ def landing_state(store: ObjectStore, source: str, day: dt.date) -> LandingState
         bytes=total,
         hours_present=listing.hours_present,
         fingerprint=digest.hexdigest()[:FINGERPRINT_CHARS],
+        listing=listing,
     )

@@ -381,8 +381,9 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
         for position, day in enumerate(days, start=1):
             check_run_worker()
             wait_while_paused(context, config.pause_poll_s, f"{spec.name} {day} (day {position} of {len(days)})")
-            # Fingerprint what has landed *before* reading it: a file that lands during the load
-            # makes the recorded fingerprint stale, so the landing sensor re-runs the day.
+            # List and fingerprint what has landed *before* reading it; the ingest reads exactly
+            # these files. A file that lands during the load is not read and makes the recorded
+            # fingerprint stale, so the landing sensor re-runs the day.
             try:
                 state = landing_state(landing, spec.name, day)
             except Exception as error:
@@ -397,6 +398,7 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
                 warehouse=warehouse,
                 run_id=context.run_id,
                 quarantined_at=quarantined_at,
+                listing=state.listing,
                 chunk_bytes=config.chunk_bytes,
                 sleep_between_batches_s=config.sleep_between_batches_s,
                 on_progress=watched(check_run_worker, progress.for_day(day, position, len(days), state.bytes)),
