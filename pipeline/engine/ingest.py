@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+import duckdb
 import polars as pl
 
 from pipeline.engine.landing import HOURS, LandedFile, PartitionListing, list_partition
@@ -150,68 +151,27 @@ def ingest_partition(
         for ignored in listing.ignored_objects:
             log.warning("ingest %s %s: ignoring %s (not an hour folder's .log/.log.gz file)", spec.name, day, ignored)
         parser = PartitionParser(spec, day)
-        constants = [
-            pl.lit(day, dtype=pl.Date).alias("partition_date"),
-            pl.lit(run_id, dtype=pl.String).alias("run_id"),
-        ]
-        quarantine_constants = [
-            *constants,
-            pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
-        ]
-        per_file: dict[str, list[float]] = {}
-
         with warehouse.connect() as connection:
             Warehouse.configure_for_load(connection)
             warehouse.ensure_tables(connection, spec)
             connection.execute("BEGIN TRANSACTION")
             try:
                 Warehouse.delete_partition(connection, spec, day)
-                # Rows that may fail the schema, from every file: pandera judges them together.
-                pending = PendingValidation()
-
-                def load(batch: ParsedBatch) -> None:
-                    if batch.events.height:
-                        events = batch.events.with_columns(constants)
-                        Warehouse.insert(connection, f'"{spec.name}".events', events)
-                    if batch.quarantined.height:
-                        quarantined = batch.quarantined.with_columns(quarantine_constants)
-                        Warehouse.insert(connection, f'"{spec.name}".dlq', quarantined)
-                        _count_failures(batch.quarantined, failed_checks)
-                        _keep_samples(stats, batch.quarantined)
-                    _add_batch(stats, batch)
-                    if on_progress is not None:
-                        on_progress(stats)
-
-                def judge_pending() -> None:
-                    started_judging, held = time.perf_counter(), pending.count
-                    judged = parser.judge(pending)
-                    load(judged)
-                    log.info(
-                        "schema validation of %d held rows: %d loaded, %d quarantined in %.2f s",
-                        held,
-                        judged.events.height,
-                        judged.quarantined.height,
-                        time.perf_counter() - started_judging,
-                    )
-
-                batches = parsed_batches(listing.files, parser, landing, chunk_bytes, parse_workers, log, pending)
+                load = _PartitionLoad(
+                    connection, parser, stats, failed_checks, run_id, quarantined_at, on_progress, log
+                )
+                files: dict[str, _FileProgress] = {}
+                batches = parsed_batches(listing.files, parser, landing, chunk_bytes, parse_workers, log, load.pending)
                 for landed, batch in batches:
-                    figures = per_file.setdefault(landed.key, [time.perf_counter(), 0, 0, 0, 0])
+                    progress = files.get(landed.key)
+                    if progress is None:
+                        progress = files[landed.key] = _FileProgress()
                     if batch is None:
                         stats.bytes_read += landed.size
-                        log.info(
-                            "file %s: %d lines, %d rows loaded, %d quarantined, %d held for schema validation "
-                            "in %.2f s",
-                            landed.key,
-                            *figures[1:],
-                            time.perf_counter() - figures[0],
-                        )
+                        progress.log_done(log, landed.key)
                         continue
-                    load(batch)
-                    figures[1] += batch.lines_read
-                    figures[2] += batch.events.height
-                    figures[3] += batch.quarantined.height
-                    figures[4] += batch.held
+                    load.batch(batch)
+                    progress.add(batch)
                     log.debug(
                         "batch of %s: %d lines, %d loaded, %d quarantined, %d held",
                         landed.key,
@@ -220,13 +180,13 @@ def ingest_partition(
                         batch.quarantined.height,
                         batch.held,
                     )
-                    if pending.count >= JUDGE_ROWS:
-                        judge_pending()
+                    if load.pending.count >= JUDGE_ROWS:
+                        load.judge_pending()
                     if sleep_between_batches_s > 0:
                         # Throttle: leave the warehouse and the machine room between batches.
                         time.sleep(sleep_between_batches_s)
-                if pending.count:
-                    judge_pending()
+                if load.pending.count:
+                    load.judge_pending()
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -247,6 +207,95 @@ def ingest_partition(
         _write_manifest(output, spec.name, day, stats, log)
     log.info("%s (%.2f s, %d lines read)", stats.summary, stats.duration_s, stats.lines_read)
     return stats
+
+
+class _PartitionLoad:
+    """The loading side of one partition's transaction: appends each parsed batch to the
+    warehouse, keeps the running stats, and has pandera judge the rows held back."""
+
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        parser: PartitionParser,
+        stats: PartitionStats,
+        failed_checks: Counter[str],
+        run_id: str,
+        quarantined_at: dt.datetime,
+        on_progress: Callable[[PartitionStats], None] | None,
+        log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    ) -> None:
+        self.connection = connection
+        self.parser = parser
+        self.stats = stats
+        self.failed_checks = failed_checks
+        self.on_progress = on_progress
+        self.log = log
+        # Rows that may fail the schema, from every file: pandera judges them together.
+        self.pending = PendingValidation()
+        name = parser.spec.name
+        self.events_table, self.dlq_table = f'"{name}".events', f'"{name}".dlq'
+        self.constants = [
+            pl.lit(parser.day, dtype=pl.Date).alias("partition_date"),
+            pl.lit(run_id, dtype=pl.String).alias("run_id"),
+        ]
+        self.quarantine_constants = [
+            *self.constants,
+            pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
+        ]
+
+    def batch(self, batch: ParsedBatch) -> None:
+        """Append a batch's events and quarantined rows; count them."""
+        if batch.events.height:
+            Warehouse.insert(self.connection, self.events_table, batch.events.with_columns(self.constants))
+        if batch.quarantined.height:
+            quarantined = batch.quarantined.with_columns(self.quarantine_constants)
+            Warehouse.insert(self.connection, self.dlq_table, quarantined)
+            _count_failures(batch.quarantined, self.failed_checks)
+            _keep_samples(self.stats, batch.quarantined)
+        _add_batch(self.stats, batch)
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
+
+    def judge_pending(self) -> None:
+        """Validate the held rows with pandera and load the verdict."""
+        started, held = time.perf_counter(), self.pending.count
+        judged = self.parser.judge(self.pending)
+        self.batch(judged)
+        self.log.info(
+            "schema validation of %d held rows: %d loaded, %d quarantined in %.2f s",
+            held,
+            judged.events.height,
+            judged.quarantined.height,
+            time.perf_counter() - started,
+        )
+
+
+@dataclass
+class _FileProgress:
+    """What one file has given so far, for its log line."""
+
+    started: float = field(default_factory=time.perf_counter)
+    lines: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    held: int = 0
+
+    def add(self, batch: ParsedBatch) -> None:
+        self.lines += batch.lines_read
+        self.loaded += batch.events.height
+        self.quarantined += batch.quarantined.height
+        self.held += batch.held
+
+    def log_done(self, log: logging.Logger | logging.LoggerAdapter, key: str) -> None:  # type: ignore[type-arg]
+        log.info(
+            "file %s: %d lines, %d rows loaded, %d quarantined, %d held for schema validation in %.2f s",
+            key,
+            self.lines,
+            self.loaded,
+            self.quarantined,
+            self.held,
+            time.perf_counter() - self.started,
+        )
 
 
 def file_batches(
