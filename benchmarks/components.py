@@ -14,15 +14,21 @@ rest is done. `benchmarks.run` prints that ceiling next to the targets.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import polars as pl
 
 from benchmarks.baselines import iter_lines
+from pipeline.engine.ingest import file_batches, load_columns
+from pipeline.engine.landing import list_partition
+from pipeline.engine.objects import ObjectStore
 from pipeline.engine.parse import PartitionParser, PendingValidation
-from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, iter_line_batches, open_log
+from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
 from pipeline.engine.warehouse import Warehouse
 from pipeline.sources.spec import SourceSpec
+
+logger = logging.getLogger(__name__)
 
 
 def decoded_lines(files: list[Path]) -> pl.Series:
@@ -30,24 +36,23 @@ def decoded_lines(files: list[Path]) -> pl.Series:
     return pl.Series("text", list(iter_lines(files)), dtype=pl.String)
 
 
-def regex_extract(spec: SourceSpec, day: dt.date, lines: pl.Series) -> int:
-    """Extract every field of `lines` with the parser's pattern; returns the lines matched against."""
-    pattern = PartitionParser(spec, day).record_pattern
+def regex_extract(pattern: str, lines: pl.Series) -> int:
+    """Extract every field of `lines` with `pattern` (a parser's `record_pattern`); returns the
+    lines matched against."""
     return lines.str.extract_groups(pattern).len()
 
 
-def parsed_events(spec: SourceSpec, day: dt.date, files: list[Path]) -> list[pl.DataFrame]:
+def parsed_events(spec: SourceSpec, day: dt.date, landing: ObjectStore) -> list[pl.DataFrame]:
     """The partition's valid rows, in the parser's batches, with the columns the load adds
     (prepared outside any timer)."""
     parser = PartitionParser(spec, day)
     pending = PendingValidation()
     batches: list[pl.DataFrame] = []
-    for path in files:
-        with path.open("rb") as raw, open_log(raw, path.suffix == ".gz") as stream:
-            for batch in parser.parse_file(iter_line_batches(stream, DEFAULT_CHUNK_BYTES), path.name, pending):
-                batches.append(batch.events)
+    for landed in list_partition(landing, spec.name, day).files:
+        for batch in file_batches(landed, parser, landing, DEFAULT_CHUNK_BYTES, logger, pending):
+            batches.append(batch.events)
     batches.append(parser.judge(pending).events)
-    constants = [pl.lit(day, dtype=pl.Date).alias("partition_date"), pl.lit("benchmark").alias("run_id")]
+    constants = load_columns(day, "benchmark")
     return [batch.with_columns(constants) for batch in batches if batch.height]
 
 

@@ -119,10 +119,10 @@ def ingest_partition(
 ) -> PartitionStats:
     """Replace one day of one source in the warehouse from the files of its landing folder.
 
-    The day's files are `listing` when the caller already listed them (`landing_state`),
-    else listed here. Files are parsed on `parse_workers` threads while this thread loads the batches into
-    the warehouse (one writer); `on_progress` is called with the running stats after each
-    batch, and `sleep_between_batches_s` throttles the load. Returns the partition's stats;
+    The day's files are `listing` when the caller already listed them (`landing_state`), else
+    listed here. Files are parsed on `parse_workers` threads while this thread loads the
+    batches into the warehouse (one writer); `on_progress` is called with the running stats
+    after each batch, and `sleep_between_batches_s` throttles the load. Returns the partition's stats;
     the manifest is written whatever happens, and any error is re-raised after it has been
     recorded.
     """
@@ -209,6 +209,11 @@ def ingest_partition(
     return stats
 
 
+def load_columns(day: dt.date, run_id: str) -> list[pl.Expr]:
+    """The columns the load adds to every parsed row: the partition and the run."""
+    return [pl.lit(day, dtype=pl.Date).alias("partition_date"), pl.lit(run_id, dtype=pl.String).alias("run_id")]
+
+
 class _PartitionLoad:
     """The loading side of one partition's transaction: appends each parsed batch to the
     warehouse, keeps the running stats, and has pandera judge the rows held back."""
@@ -234,10 +239,7 @@ class _PartitionLoad:
         self.pending = PendingValidation()
         name = parser.spec.name
         self.events_table, self.dlq_table = f'"{name}".events', f'"{name}".dlq'
-        self.constants = [
-            pl.lit(parser.day, dtype=pl.Date).alias("partition_date"),
-            pl.lit(run_id, dtype=pl.String).alias("run_id"),
-        ]
+        self.constants = load_columns(parser.day, run_id)
         self.quarantine_constants = [
             *self.constants,
             pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
@@ -464,4 +466,4 @@ def _write_manifest(
             raise
 
 
-__all__ = ["HOURS", "PartitionStats", "ingest_partition", "manifest_key", "write_failed_manifest"]
+__all__ = ["HOURS", "PartitionStats", "ingest_partition", "load_columns", "manifest_key", "write_failed_manifest"]

@@ -28,13 +28,21 @@ class LandingState:
 
     source: str
     day: dt.date
-    files: int
     bytes: int
-    hours_present: list[int]
     fingerprint: str
     # The listing the fingerprint was computed from: the ingest reads exactly these files, so
     # the recorded fingerprint describes what was loaded (and the day is listed once per run).
     listing: PartitionListing
+
+    @property
+    def files(self) -> int:
+        """Log files of the day."""
+        return len(self.listing.files)
+
+    @property
+    def hours_present(self) -> list[int]:
+        """Hours with at least one log file."""
+        return self.listing.hours_present
 
 
 class _OneListing:
@@ -68,9 +76,7 @@ def landing_state(store: ObjectStore, source: str, day: dt.date) -> LandingState
     return LandingState(
         source=source,
         day=day,
-        files=len(listing.files),
         bytes=total,
-        hours_present=listing.hours_present,
         fingerprint=digest.hexdigest()[:FINGERPRINT_CHARS],
         listing=listing,
     )
