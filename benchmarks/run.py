@@ -7,7 +7,9 @@ hold on a noisy machine, prints a table against the targets and writes JSON:
   `access` and `app`, of `dagster asset materialize` of that partition, of the baselines
   (see `benchmarks.baselines`) and of the DuckDB read floor;
 - the ingest's two largest costs alone (`benchmarks.components`: the regex extraction, the
-  DuckDB append) and the ceiling they put on any ingest built from them;
+  DuckDB append) and the ceiling they put on any ingest built from them, and DuckDB alone
+  splitting and inserting the same lines on every core (no validation: a reference, not an
+  ingest);
 - peak RSS of the ingest of a 1x and a 10x day, and of a 20-million-line day (700 MB target);
 - a backfill of 30 partitions through `dagster asset materialize --partition-range` and
   through the daemon (`dagster-daemon run` + the UI's launchPartitionBackfill mutation),
@@ -359,6 +361,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_pandas_pandera": lambda: baselines.pandas_pandera(access_files, work / "pandas.duckdb", pandas_lines),
         "component_regex_extract": lambda: components.regex_extract(access_pattern, access_lines),
         "component_duckdb_append": lambda: components.duckdb_append(access, access_rows, work / "append.duckdb"),
+        "component_duckdb_native_load": lambda: components.duckdb_native_load(
+            access, access_files, work / "native.duckdb", DAY, os.cpu_count() or 1
+        ),
     }
     # Rounds interleave the measures so that a burst of load from elsewhere hits them alike;
     # each figure is its best round (what the code can do when the machine lets it).
@@ -374,8 +379,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["dagster_cli_access"] = {"lines": figures["pipeline_ingest_access"]["lines"], "seconds": seconds}
     for figure in figures.values():
         figure["lines_per_s"] = figure["lines"] / figure["seconds"] if figure["seconds"] else 0.0
-    # The append counts rows (lines that became valid rows), not lines.
+    # The append and the native load count rows (lines that became rows), not lines.
     figures["component_duckdb_append"]["unit"] = "rows"
+    figures["component_duckdb_native_load"]["unit"] = "rows"
     results["throughput"] = figures
     results["ingest_ceiling"] = ingest_ceiling(figures, os.cpu_count() or 1)
 
@@ -456,6 +462,10 @@ def report(results: dict[str, Any]) -> list[str]:
     ceiling = results["ingest_ceiling"]
     row(f"  ceiling: regex + append alone, {ceiling['cores']} cores", f"{ceiling['lines_per_s']:,.0f}")
     row("  ingest / that ceiling", f"{access / ceiling['lines_per_s']:.0%}")
+    # Per line read, like the ingest: both went through the same files.
+    native = throughput["pipeline_ingest_access"]["lines"] / throughput["component_duckdb_native_load"]["seconds"]
+    row(f"  DuckDB alone: split + insert, {ceiling['cores']} cores", f"{native:,.0f}")
+    row("  ingest / DuckDB alone", f"{access / native:.0%}")
     seed_ratio = access / rate["baseline_seed_style"]
     row("ratio to seed-style baseline (a)", f"{seed_ratio:.1f}x", ">= 30x", seed_ratio >= 30)
     pandas_ratio = access / rate["baseline_pandas_pandera"]
