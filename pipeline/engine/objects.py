@@ -7,12 +7,22 @@ store's root; a key that tries to leave the root (`..`, absolute paths) is refus
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
+
+logger = logging.getLogger(__name__)
+
+# A write's temporary file lives for milliseconds (a manifest is a few KB). One this old was
+# left by a writer killed between writing and renaming it: safe to remove. A younger one may
+# belong to a writer at work (a failed run's manifest can be written while the next run loads).
+ABANDONED_TEMPORARY_S = 600.0
 
 
 class UnsafeKeyError(ValueError):
@@ -125,4 +135,21 @@ class LocalObjectStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        _remove_abandoned_temporaries(path)
         return str(path)
+
+
+def _remove_abandoned_temporaries(path: Path) -> None:
+    """Remove the temporary files of earlier writes of `path` whose writer died before its
+    rename (older than `ABANDONED_TEMPORARY_S`). Never fails the write that calls it."""
+    pattern = str(path.parent / f".{glob.escape(path.name)}.*.tmp")
+    cutoff = time.time() - ABANDONED_TEMPORARY_S
+    for leftover in glob.glob(pattern):
+        try:
+            if os.stat(leftover).st_mtime < cutoff:
+                os.unlink(leftover)
+                logger.warning("removed %s, left by a write of %s that was killed before its rename", leftover, path)
+        except FileNotFoundError:
+            continue  # removed meanwhile (another writer's sweep): nothing left to do
+        except OSError as error:
+            logger.warning("could not remove abandoned temporary file %s: %s", leftover, error)
