@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 
 import pytest
 
@@ -163,7 +164,9 @@ def test_open_log_reads_gzip_file(tmp_path):
     assert numbered(batches) == numbered_lines(payload)
 
 
-def read_truncated_gzip(tmp_path) -> tuple[list[tuple[int, bytes]], FileReadError, list[tuple[int, bytes]]]:
+def read_truncated_gzip(
+    tmp_path, chunk_bytes: int = 4096
+) -> tuple[list[tuple[int, bytes]], FileReadError, list[tuple[int, bytes]]]:
     """Read a gzip file cut in half; return the lines yielded, the error, and the expected lines."""
     payload = gzip_payload(20000)
     compressed = gzip.compress(payload)
@@ -172,9 +175,21 @@ def read_truncated_gzip(tmp_path) -> tuple[list[tuple[int, bytes]], FileReadErro
     got: list[tuple[int, bytes]] = []
     with path.open("rb") as raw:
         with pytest.raises(FileReadError) as caught:
-            for batch in iter_line_batches(open_log(raw, gzipped=True), chunk_bytes=4096):
+            for batch in iter_line_batches(open_log(raw, gzipped=True), chunk_bytes=chunk_bytes):
                 got.extend(numbered([batch]))
     return got, caught.value, numbered_lines(payload)
+
+
+@pytest.mark.parametrize("chunk_bytes", [4096, 1 << 20, 64 << 20])
+def test_truncated_gzip_yields_every_complete_line_before_the_damage(tmp_path, chunk_bytes):
+    # Whatever the chunk size (the default is 4 MiB, more than this whole file): every line that
+    # zlib can decompress completely comes out. (`GzipFile.read(n)` drops what it decompressed
+    # in a call that meets the damage: with large chunks, that was every line of the file.)
+    got, error, expected = read_truncated_gzip(tmp_path, chunk_bytes)
+    compressed = gzip.compress(gzip_payload(20000))
+    readable = zlib.decompressobj(wbits=31).decompress(compressed[: len(compressed) // 2])
+    assert len(got) == readable.count(b"\n") > 1000
+    assert got == expected[: len(got)] and error.line_number == len(got) + 1
 
 
 def test_truncated_gzip_yields_lines_before_damage_then_raises_with_line_number(tmp_path):
@@ -226,3 +241,23 @@ def test_io_error_mid_file_raises_file_read_error_after_complete_lines():
     assert got == [(1, b"one"), (2, b"two")]
     assert caught.value.line_number == 3
     assert "OSError" in str(caught.value)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 4, 1 << 20])
+def test_byte_order_mark_opening_a_file_is_not_part_of_its_first_line(chunk_bytes):
+    # Windows tools may start a UTF-8 file with a BOM; it is not text of the first record (it
+    # would make the first client "\ufeff203.0.113.1", or the first app record a continuation).
+    payload = b"\xef\xbb\xbffirst\nsecond\n\xef\xbb\xbfthird\n"
+    assert numbered(read_all(io.BytesIO(payload), chunk_bytes)) == [
+        (1, b"first"),
+        (2, b"second"),
+        (3, b"\xef\xbb\xbfthird"),  # only at the start of the file
+    ]
+    assert read_all(io.BytesIO(b"\xef\xbb\xbf"), chunk_bytes) == []
+
+
+def test_long_line_arriving_in_many_chunks_is_read_whole():
+    # A line of 3 MiB read in 1 KiB chunks (3,072 reads) comes out whole, after the line before.
+    long_line = bytes(range(32, 127)) * (3 * 1024 * 1024 // 95)
+    payload = b"before\n" + long_line + b"\nafter"
+    assert numbered(read_all(io.BytesIO(payload), chunk_bytes=1024)) == [(1, b"before"), (2, long_line), (3, b"after")]

@@ -1,9 +1,10 @@
 """Stream a log file as batches of raw lines, in bounded memory.
 
 Lines are split with numpy over a byte chunk and handed on as one Arrow binary array per
-batch: no Python object per line. Line terminators (`\\n`, `\\r\\n`) are removed; every
-other byte is kept exactly (NUL bytes, invalid UTF-8), so the raw line can be preserved
-byte for byte in the dead-letter queue.
+batch: no Python object per line. Line terminators (`\\n`, `\\r\\n`) are removed, and a
+UTF-8 byte-order mark opening the file (an encoding marker some Windows tools write, not
+text); every other byte is kept exactly (NUL bytes, invalid UTF-8), so the raw line can be
+preserved byte for byte in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _NEWLINE = 10
 _CARRIAGE_RETURN = 13
 # Errors that mean "the bytes of this file cannot be read any further".
 READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)
+_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -89,25 +91,63 @@ def iter_line_batches(stream: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) 
     """Yield the stream's lines in batches of about `chunk_bytes` bytes.
 
     A line longer than `chunk_bytes` is read whole (memory grows with the longest line,
-    not with the file). If the bytes stop being readable (corrupt or truncated gzip, I/O
-    error), the complete lines read so far are yielded and `FileReadError` is raised; a line
-    cut by the damage is never yielded as if it were whole.
+    not with the file; time with its length, as each byte is searched for a newline once).
+    If the bytes stop being readable (corrupt or truncated gzip, I/O error), the complete
+    lines read so far are yielded and `FileReadError` is raised; a line cut by the damage is
+    never yielded as if it were whole.
     """
     line_number = 1
-    remainder = b""
+    # The line not yet terminated, in the pieces it was read in (joined once it ends).
+    unterminated: list[bytes] = []
+    # The first read is long enough to hold a byte-order mark, however small the chunks.
+    chunk, error = _read_chunk(stream, max(chunk_bytes, len(_BYTE_ORDER_MARK)))
+    if chunk.startswith(_BYTE_ORDER_MARK):
+        chunk = chunk[len(_BYTE_ORDER_MARK) :]
+        if not chunk and error is None:
+            chunk, error = _read_chunk(stream, chunk_bytes)  # an empty chunk would mean the end
     while True:
-        try:
-            chunk = stream.read(chunk_bytes)
-        except READ_ERRORS as error:
-            # `remainder` never holds a complete line: it is the start of the cut line.
+        if error is not None:
+            lines, remainder = split_lines(b"".join([*unterminated, chunk]), final=False)
+            if len(lines):
+                yield LineBatch(lines, line_number)
+                line_number += len(lines)
+            # `remainder` is the start of the line the damage cut.
             raise FileReadError(f"{type(error).__name__}: {error}", line_number, remainder) from error
         final = not chunk
-        data = remainder + chunk if remainder else chunk
-        if not data:
-            return
-        lines, remainder = split_lines(data, final=final)
-        if len(lines):
-            yield LineBatch(lines, line_number)
-            line_number += len(lines)
-        if final:
-            return
+        if not final and unterminated and chunk.find(b"\n") < 0:
+            unterminated.append(chunk)  # still inside one long line: nothing to split yet
+        else:
+            data = b"".join([*unterminated, chunk]) if unterminated else chunk
+            if not data:
+                return
+            lines, remainder = split_lines(data, final=final)
+            unterminated = [remainder] if remainder else []
+            if len(lines):
+                yield LineBatch(lines, line_number)
+                line_number += len(lines)
+            if final:
+                return
+        chunk, error = _read_chunk(stream, chunk_bytes)
+
+
+def _read_chunk(stream: BinaryIO, size: int) -> tuple[bytes, BaseException | None]:
+    """Up to `size` bytes of `stream` (fewer only at its end or where it stops being
+    readable) and the read error that stopped it, if any.
+
+    Reads with `read1` where the stream has it: `GzipFile.read(n)` discards everything it
+    decompressed in a call that then meets damage, which lost up to a whole chunk of good
+    lines before a truncated or corrupt part of a gzip file.
+    """
+    read = getattr(stream, "read1", stream.read)
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        try:
+            part = read(size - total)
+        except READ_ERRORS as error:
+            return b"".join(parts), error
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), None

@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -124,24 +125,28 @@ def test_no_final_newline_and_crlf(env_paths: tuple[Path, Path, Path]) -> None:
     ]
 
 
-def test_truncated_and_corrupt_gzip(env_paths: tuple[Path, Path, Path]) -> None:
-    """Fault: a .log.gz cut in the middle of its stream, and a .log.gz that is not gzip at all.
-    Expected: the complete lines before the damage are loaded; each damaged file adds exactly
-    one DLQ row `file: readable_to_end` at the first line not read completely (line 1 for the
-    non-gzip file), whose raw_line is the start of the cut line; the run does not fail."""
+@pytest.mark.parametrize("chunk_bytes", [4096, None])
+def test_truncated_and_corrupt_gzip(env_paths: tuple[Path, Path, Path], chunk_bytes: int | None) -> None:
+    """Fault: a .log.gz cut in the middle of its stream, and a .log.gz that is not gzip at all;
+    read in 4 KiB chunks and in the default 4 MiB ones (more than the whole file).
+    Expected: every complete line before the damage is loaded (as many as zlib recovers);
+    each damaged file adds exactly one DLQ row `file: readable_to_end` at the first line not
+    read completely (line 1 for the non-gzip file), whose raw_line is the start of the cut
+    line; the run does not fail."""
     landing, _output, warehouse = env_paths
     body = "".join(f"{access_line(n % 250)}\n" for n in range(2000)).encode()
     compressed = gzip.compress(body)
     truncated_key = land(landing, "access", 3, "cut.log.gz", compressed[: len(compressed) // 2])
     corrupt_key = land(landing, "access", 4, "junk.log.gz", b"this is not gzip at all\n")
-    stats = run(env_paths, "access", chunk_bytes=4096)
+    stats = run(env_paths, "access", **({"chunk_bytes": chunk_bytes} if chunk_bytes else {}))
     entries = dlq(warehouse, "access")
     assert [(entry[0], checks_of(entry)) for entry in entries] == [
         (truncated_key, [("file", "readable_to_end")]),
         (corrupt_key, [("file", "readable_to_end")]),
     ]
     cut_line = entries[0][1]
-    assert isinstance(cut_line, int) and 1 < cut_line <= 2000
+    recoverable = zlib.decompressobj(wbits=31).decompress(compressed[: len(compressed) // 2]).count(b"\n")
+    assert cut_line == recoverable + 1 and recoverable > 400
     # The evidence rows count as one line each (the cut line; the unreadable file).
     assert stats.rows_loaded == cut_line - 1 == stats.lines_read - 2
     assert body.split(b"\n")[cut_line - 1].startswith(str(entries[0][2]).encode())
@@ -255,6 +260,28 @@ def test_dst_offsets_are_normalised_to_utc(
     assert (stats.rows_loaded, stats.rows_quarantined) == (2, 0)
     stored = rows(warehouse, "SELECT strftime(timestamp AT TIME ZONE 'UTC', '%H:%M:%S') FROM access.events ORDER BY 1")
     assert [value for (value,) in stored] == expected_utc
+
+
+def test_byte_order_mark_opening_a_file(env_paths: tuple[Path, Path, Path]) -> None:
+    """Fault: an access file and an app file written with a UTF-8 byte-order mark (as some Windows
+    tools do). Expected: the mark is not text of the first line: the first client is
+    `203.0.113.1` (not `\\ufeff203.0.113.1`), and the app file's first record loads with its
+    traceback folded in (not quarantined as lines that follow no record)."""
+    landing, _output, warehouse = env_paths
+    land(landing, "access", 1, "web.log", f"\ufeff{access_line(1)}\n{access_line(2)}\n".encode())
+    app = "\ufeff2024-01-15 01:00:00,000 ERROR job: failed\nTraceback (most recent call last):\nValueError: boom\n"
+    land(landing, "app", 1, "app.log", app.encode())
+    stats = run(env_paths, "access")
+    assert (stats.lines_read, stats.rows_loaded, stats.rows_quarantined) == (2, 2, 0)
+    assert rows(warehouse, "SELECT client FROM access.events ORDER BY line_number") == [
+        ("203.0.113.1",),
+        ("203.0.113.2",),
+    ]
+    stats = run(env_paths, "app")
+    assert (stats.lines_read, stats.rows_loaded, stats.continuation_lines, stats.rows_quarantined) == (3, 1, 2, 0)
+    assert rows(warehouse, "SELECT line_number, message FROM app.events") == [
+        (1, "failed\nTraceback (most recent call last):\nValueError: boom")
+    ]
 
 
 def test_header_lines_and_unknown_level(env_paths: tuple[Path, Path, Path]) -> None:

@@ -62,7 +62,9 @@ file_strategy = st.tuples(
 
 
 def count_lines(data: bytes) -> int:
-    """Lines as an editor counts them (independent of the reader)."""
+    """Lines as an editor counts them (independent of the reader); a UTF-8 byte-order mark
+    opening the file is not text."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
