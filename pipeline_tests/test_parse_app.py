@@ -341,3 +341,47 @@ def test_lnav_invalid_utf8_record_is_quarantined_with_exact_bytes():
         assert result.continuation_lines == 5
         assert b"\r" not in expected_bytes
         assert "\r" not in result.quarantined["raw_line"][0]
+
+
+def test_leap_second_is_quarantined_not_moved_to_the_next_minute():
+    # chrono reads second 60 and polars would store 10:59:60,500 as 11:00:00.5 and 23:59:60 as
+    # the next day's midnight: times the lines do not say. Both are quarantined as unparseable;
+    # the last ordinary second of the day loads.
+    data = (
+        b"2024-01-20 10:59:60,500 INFO app.web: leap\n"
+        b"2024-01-20 23:59:60,000 INFO app.web: leap at midnight\n"
+        b"2024-01-20 23:59:59,999 INFO app.web: last second\n"
+    )
+    result = parse_bytes(data)
+    check = "timestamp: parses_as_timestamp(%Y-%m-%d %H:%M:%S,%3f)"
+    assert reasons_by_line(result.quarantined) == {1: [check], 2: [check]}
+    assert result.events.select("line_number", "timestamp").rows() == [
+        (3, dt.datetime(2024, 1, 20, 23, 59, 59, 999000, tzinfo=dt.UTC))
+    ]
+
+
+def test_local_times_a_clock_change_skips_or_repeats_are_quarantined_as_such():
+    # A source logging in local time (here Europe/Paris): 02:30 does not exist on 2024-03-31
+    # (clocks jump 02:00 -> 03:00) and happens twice on 2024-10-27. They parse; they are not one
+    # instant, so they are quarantined with a reason that says so, not as unparseable.
+    paris = APP.model_copy(update={"timestamp": APP.timestamp.model_copy(update={"timezone": "Europe/Paris"})})
+    cases = {
+        dt.date(2024, 3, 31): (b"2024-03-31 02:30:00,000", dt.datetime(2024, 3, 31, 1, 30, tzinfo=dt.UTC)),
+        dt.date(2024, 10, 27): (b"2024-10-27 02:30:00,000", dt.datetime(2024, 10, 27, 2, 30, tzinfo=dt.UTC)),
+    }
+    for day, (local_time, three_thirty_utc) in cases.items():
+        data = (
+            local_time
+            + b" INFO app.web: at the change\n"
+            + local_time.replace(b"02:30", b"03:30")
+            + b" INFO app.web: after\n"
+        )
+        parser = PartitionParser(paris, day)
+        batches = list(parser.parse_file(iter_line_batches(io.BytesIO(data)), "app.log"))
+        events = pl.concat([b.events for b in batches])
+        quarantined = pl.concat([b.quarantined for b in batches])
+        assert reasons_by_line(quarantined) == {1: ["timestamp: exists_in_timezone(Europe/Paris)"]}, day
+        assert quarantined["reason"].to_list() == [
+            f"timestamp: exists_in_timezone(Europe/Paris) (got {local_time.decode()})"
+        ]
+        assert events.select("line_number", "timestamp").rows() == [(2, three_thirty_utc)]

@@ -209,32 +209,45 @@ class PartitionParser:
         return pa.DataFrameSchema(columns, strict=False, name=f"{self.spec.name}_events")
 
     # -- stage 3: fields -------------------------------------------------------------
-    def _typed(self, name: str, field: FieldSpec) -> tuple[pl.Expr, pl.Expr]:
-        """Expression producing the typed column, and one flagging values that failed to cast."""
+    def _typed(self, name: str, field: FieldSpec) -> tuple[pl.Expr, list[tuple[pl.Expr, str]]]:
+        """Expression producing the typed column, and the failures to flag: (expression true
+        where the value failed, check name) pairs."""
         raw = pl.col(name)
         if field.replace:
             raw = raw.replace(field.replace)
         if field.null_values:
             raw = pl.when(raw.is_in(field.null_values)).then(None).otherwise(raw)
         if field.type == "string":
-            typed = raw
-        elif field.type == "timestamp":
-            typed = self._timestamp(raw, field_format=None)
-        else:
-            typed = raw.str.strip_chars().cast(POLARS_TYPES[field.type], strict=False)
-        return typed.alias(name), (raw.is_not_null() & typed.is_null())
+            return raw.alias(name), []
+        if field.type == "timestamp":
+            typed, failures = self._timestamp(raw, "parses_as_timestamp")
+            return typed.alias(name), failures
+        typed = raw.str.strip_chars().cast(POLARS_TYPES[field.type], strict=False)
+        return typed.alias(name), [(raw.is_not_null() & typed.is_null(), f"parses_as_{field.type}")]
 
-    def _timestamp(self, raw: pl.Expr, field_format: str | None) -> pl.Expr:
+    def _timestamp(self, raw: pl.Expr, parse_check: str) -> tuple[pl.Expr, list[tuple[pl.Expr, str]]]:
+        """The UTC timestamp of `raw` in the source's format, and its failures (as `_typed`):
+        `parse_check` where the text is not such a timestamp, `exists_in_timezone(ZONE)` where
+        it is a local time the zone skips or repeats at a clock change."""
         spec = self.spec.timestamp
-        fmt = field_format or spec.format
-        parsed = raw.str.strptime(pl.Datetime("us"), fmt, strict=False)
-        if "%z" in fmt or "%:z" in fmt:
-            return parsed.dt.convert_time_zone("UTC")
+        parsed = raw.str.strptime(pl.Datetime("us"), spec.format, strict=False)
+        if "%S" in spec.format:
+            # chrono reads second 60 (a leap second) and polars moves it into the next minute
+            # (23:59:60 into the next day): not the time the line says, so it does not parse.
+            # No other field of a valid timestamp reads ":60".
+            parsed = pl.when(raw.str.contains(":60", literal=True)).then(None).otherwise(parsed)
+        if "%z" in spec.format or "%:z" in spec.format:
+            typed = parsed.dt.convert_time_zone("UTC")
+            return typed, [(raw.is_not_null() & typed.is_null(), parse_check)]
         # Local times that do not exist or are ambiguous (DST changes) become null and are
         # quarantined rather than silently shifted.
-        return parsed.dt.replace_time_zone(spec.timezone, ambiguous="null", non_existent="null").dt.convert_time_zone(
+        typed = parsed.dt.replace_time_zone(spec.timezone, ambiguous="null", non_existent="null").dt.convert_time_zone(
             "UTC"
         )
+        return typed, [
+            (raw.is_not_null() & parsed.is_null(), parse_check),
+            (parsed.is_not_null() & typed.is_null(), f"exists_in_timezone({spec.timezone})"),
+        ]
 
     # -- stages 1-4 -------------------------------------------------------------------
     def parse_file(
@@ -395,21 +408,18 @@ class PartitionParser:
             .with_columns(pl.col("text").str.extract_groups(self.record_pattern).alias("__groups"))
             .unnest("__groups")
         )
-        # Typed columns and, for non-string fields, a flag for values that failed to parse.
-        typed_exprs: list[pl.Expr] = []
-        parse_checks: list[tuple[str, str]] = []
-        ts_typed = self._timestamp(pl.col(ts_field), None)
-        typed_exprs.append(ts_typed.alias(ts_field))
-        typed_exprs.append((pl.col(ts_field).is_not_null() & ts_typed.is_null()).alias(f"__failed_{ts_field}"))
-        parse_checks.append((ts_field, f"parses_as_timestamp({self.spec.timestamp.format})"))
+        # Typed columns and, for non-string fields, flags for values that failed to parse:
+        # (field, check, flag column) per kind of failure.
+        ts_typed, ts_failures = self._timestamp(pl.col(ts_field), f"parses_as_timestamp({self.spec.timestamp.format})")
+        typed_exprs = [ts_typed.alias(ts_field)]
+        failures = [(ts_field, check, flag) for flag, check in ts_failures]
         for name, field in self.spec.fields.items():
-            typed, failed = self._typed(name, field)
+            typed, field_failures = self._typed(name, field)
             typed_exprs.append(typed)
-            if field.type != "string":
-                typed_exprs.append(failed.alias(f"__failed_{name}"))
-                parse_checks.append((name, f"parses_as_{field.type}"))
-        raw_values = [pl.col(name).alias(f"__raw_{name}") for name, _check in parse_checks]
-        frame = frame.with_columns(*raw_values).with_columns(*typed_exprs)
+            failures.extend((name, check, flag) for flag, check in field_failures)
+        flags = [flag.alias(f"__failed_{index}") for index, (_name, _check, flag) in enumerate(failures)]
+        raw_values = [pl.col(name).alias(f"__raw_{name}") for name in dict.fromkeys(name for name, _, _ in failures)]
+        frame = frame.with_columns(*raw_values).with_columns(*typed_exprs, *flags)
 
         matched = pl.col(_MATCH_GROUP).is_not_null()
         reasons: list[pl.DataFrame] = []
@@ -421,8 +431,8 @@ class PartitionParser:
             bad = frame.filter(condition)
             if bad.height:
                 reasons.append(_reasons(bad[_ROW], "line", check, bad["text"]))
-        for name, check in parse_checks:
-            bad = frame.filter(matched & pl.col(f"__failed_{name}"))
+        for index, (name, check, _flag) in enumerate(failures):
+            bad = frame.filter(matched & pl.col(f"__failed_{index}"))
             if bad.height:
                 reasons.append(_reasons(bad[_ROW], name, check, bad[f"__raw_{name}"]))
         return frame, reasons
