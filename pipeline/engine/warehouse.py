@@ -143,8 +143,13 @@ FROM "{schema}".events WHERE false GROUP BY partition_date"""
     # -- partition replacement --------------------------------------------------------------
     @staticmethod
     def delete_partition(connection: duckdb.DuckDBPyConnection, spec: SourceSpec, day: dt.date) -> None:
-        """Remove a day's events and quarantined rows (inside the caller's transaction)."""
-        for table in ("events", "dlq"):
+        """Remove a day's events, quarantined rows and metrics (inside the caller's transaction).
+
+        The metrics go too: they describe the events being replaced, and `daily_metrics`
+        recomputes them only when the new load passes its blocking check; otherwise the day
+        has no metrics row rather than one that contradicts its events.
+        """
+        for table in ("events", "dlq", "daily_metrics"):
             connection.execute(f'DELETE FROM "{spec.name}".{table} WHERE partition_date = ?', [day])
 
     @staticmethod

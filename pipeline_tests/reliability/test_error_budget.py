@@ -1,7 +1,8 @@
 """Error budget: the blocking `quarantine_rate` check at the edge of the budget (1% for access).
 
 Fault: a day whose share of quarantined rows is just above, exactly at, or just under the
-budget (1,000 records; 11, 10 or 9 of them with status 999).
+budget (1,000 records; 11, 10 or 9 of them with status 999); and a good day re-delivered
+with bad lines.
 Expected: above → the check fails (ERROR) naming the day, `access/daily_metrics` does not
 materialize and its table holds no row for the day; at or under → the check passes and
 daily_metrics materializes (1 row). The check's metadata carries the exact figures.
@@ -67,3 +68,26 @@ def test_quarantine_rate_at_the_edge_of_the_budget(
     if not passes:
         planned = instance.get_latest_materialization_event(AssetKey(["access", "daily_metrics"]))
         assert planned is None
+
+
+def test_redelivered_day_over_budget_keeps_no_metrics_of_the_replaced_load(
+    pipeline_env: PipelineEnv, instance: DagsterInstance
+) -> None:
+    """Fault: a good day (100 records) is loaded with its metrics; its file is then re-delivered
+    with 50 of the 100 records bad (status 999) and the day is run again.
+    Expected: the check fails; events hold the 50 good rows, and daily_metrics holds no row for
+    the day, not the first load's `requests = 100` beside 50 events."""
+    selection = ["access/events", "access/dlq", "access/daily_metrics"]
+
+    def deliver_and_run(bad: int) -> bool:
+        lines = [access_line(n, status=999 if n < bad else 200) for n in range(100)]
+        land(pipeline_env.landing, "access", 10, "web.log", "".join(f"{line}\n" for line in lines).encode())
+        definitions = pipeline_env.definitions()
+        return materialize_range(definitions, instance, "2024-01-15", selection=selection, raise_on_error=False).success
+
+    assert deliver_and_run(bad=0)
+    metrics = "SELECT requests FROM access.daily_metrics WHERE partition_date = ?"
+    assert pipeline_env.query(metrics, [day("2024-01-15")]) == [(100,)]
+    assert not deliver_and_run(bad=50)
+    assert pipeline_env.query("SELECT count(*) FROM access.events") == [(50,)]
+    assert pipeline_env.query(metrics, [day("2024-01-15")]) == []
