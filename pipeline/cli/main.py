@@ -56,10 +56,15 @@ def summarise(start: dt.date, end: dt.date) -> list[str]:
                     if len(missing) == 24
                     else ", ".join(f"{h:02d}" for h in missing)
                 )
-                lines.append(
-                    f"{source:<8} {day.isoformat():<10} {manifest['status']:<7} {manifest['rows_loaded']:>11,} "
-                    f"{manifest['rows_quarantined']:>11,} {manifest['quarantine_rate']:>7.2%}  {missing_text}"
-                )
+                if manifest["status"] == "failed":
+                    # Its load was rolled back: the warehouse holds what an earlier run left.
+                    figures = f"{'-':>11} {'-':>11} {'-':>7}"
+                else:
+                    figures = (
+                        f"{manifest['rows_loaded']:>11,} {manifest['rows_quarantined']:>11,} "
+                        f"{manifest['quarantine_rate']:>7.2%}"
+                    )
+                lines.append(f"{source:<8} {day.isoformat():<10} {manifest['status']:<7} {figures}  {missing_text}")
             day += dt.timedelta(days=1)
     return lines
 

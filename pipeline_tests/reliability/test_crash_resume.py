@@ -21,13 +21,16 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.cli.generate import generate_landing_zone
+from pipeline.cli.main import summarise
 from pipeline.engine.objects import ABANDONED_TEMPORARY_S, LocalObjectStore
+from pipeline.engine.warehouse import Warehouse
 from pipeline_tests.reliability.conftest import PROJECT_ROOT, ingest, kill, rows, snapshot, wait_for, worker
 
 DAY = dt.date(2024, 3, 5)
@@ -223,6 +226,44 @@ def test_a_write_removes_only_abandoned_temporary_files_of_its_own_object(tmp_pa
         os.utime(path, (aged, aged))
     store.write_atomic("manifests/access/a.json", b"{}")
     assert sorted(path.name for path in folder.iterdir()) == sorted(["a.json", young.name, other.name])
+
+
+def test_error_mid_load_rolls_back_says_nothing_was_loaded_and_stops_the_parse_threads(
+    large_day: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: in this process, the 5th insert of a re-run raises (disk full, a DuckDB error)
+    while the parse threads still have files to read.
+    Expected: the error reaches the caller; the day keeps the previous load's rows; its manifest
+    says failed with 0 rows loaded and quarantined (not counts of rows that were rolled back),
+    and `pipeline summary` shows no figures for it; no parse thread is left waiting on the
+    hand-over queue (it would keep the run's process from ever exiting)."""
+    landing = large_day["landing"]
+    warehouse, output = tmp_path / "warehouse.duckdb", tmp_path / "output"
+    ingest(landing, output, warehouse, "access", DAY, run_id="run-before", chunk_bytes=CHUNK)  # type: ignore[arg-type]
+    before = snapshot(warehouse, "access")
+    insert, calls = Warehouse.insert, []
+
+    def insert_until_the_disk_is_full(connection: object, table: str, frame: object) -> None:
+        calls.append(table)
+        if len(calls) == 5:
+            raise OSError("No space left on device (simulated)")
+        insert(connection, table, frame)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Warehouse, "insert", staticmethod(insert_until_the_disk_is_full))
+    with pytest.raises(OSError, match="No space left on device"):
+        ingest(landing, output, warehouse, "access", DAY, run_id="run-failed", chunk_bytes=CHUNK)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 10
+    while any(thread.name.startswith("parse") for thread in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("parse")] == []
+    assert snapshot(warehouse, "access") == before
+    manifest = json.loads((output / "manifests" / "access" / f"{KEY}.json").read_text())
+    figures = [manifest[name] for name in ("status", "rows_loaded", "rows_quarantined", "rows_read", "failed_checks")]
+    assert figures == ["failed", 0, 0, 0, {}]
+    assert manifest["lines_read"] > 0 and "transaction rolled back" in manifest["summary"]
+    monkeypatch.setenv("PIPELINE_OUTPUT_URL", str(output))
+    [access_line] = [line for line in summarise(DAY, DAY) if line.startswith("access")]
+    assert access_line.split()[:6] == ["access", KEY, "failed", "-", "-", "-"]
 
 
 def test_completed_partition_is_replaced_not_skipped(large_day: dict[str, object], tmp_path: Path) -> None:
