@@ -13,6 +13,9 @@ from __future__ import annotations
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
 
+from pipeline.engine.ingest import PartitionStats
+from pipeline.orchestration.assets import quarantine_rate_result
+from pipeline.sources import configured_sources
 from pipeline_tests.conftest import PipelineEnv, day, materialize_range
 from pipeline_tests.reliability.test_hostile_input import access_line, land
 
@@ -91,3 +94,19 @@ def test_redelivered_day_over_budget_keeps_no_metrics_of_the_replaced_load(
     assert not deliver_and_run(bad=50)
     assert pipeline_env.query("SELECT count(*) FROM access.events") == [(50,)]
     assert pipeline_env.query(metrics, [day("2024-01-15")]) == []
+
+
+@pytest.mark.parametrize(("quarantined", "passes"), [(21_001, False), (21_000, True)], ids=["hair-above", "at"])
+def test_budget_is_judged_on_exact_counts_not_the_rounded_rate(quarantined: int, passes: bool) -> None:
+    """Fault: a 2.1-million-row day with 21,001 rows quarantined: 1.0000476%, which the recorded
+    6-place rate shows as 0.010000. Expected: over the 1% budget, the check fails; 21,000 is at it."""
+    spec = configured_sources()["access"]
+    stats = PartitionStats(
+        source="access", partition_date="2024-01-15", run_id="r", rows_read=2_100_000, rows_quarantined=quarantined
+    )
+    stats.quarantine_rate = round(quarantined / 2_100_000, 6)
+    assert stats.quarantine_rate == 0.01
+    assert stats.within_error_budget is passes
+    result = quarantine_rate_result(spec, [stats])
+    assert result.passed is passes
+    assert result.metadata["days_over_budget"].value == ([] if passes else ["2024-01-15"])
