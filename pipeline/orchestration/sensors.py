@@ -164,11 +164,12 @@ class LandingCursor:
         return window[start:] + window[:start]
 
 
-def active_days(instance: DagsterInstance, key: AssetKey) -> set[str]:
-    """Days of `key` that a queued or running run is about to (re)load."""
+def active_days(instance: DagsterInstance, spec: SourceSpec) -> set[str]:
+    """Days of `S/events` that a queued or running run is about to (re)load (another source's
+    run of the same day does not count)."""
     days: set[str] = set()
     for run in instance.get_runs(RunsFilter(statuses=ACTIVE_STATUSES), limit=500):
-        if run.asset_selection is None or key in run.asset_selection:
+        if run_sources(run, [spec]):
             days.update(run_days(run.tags))
     return days
 
@@ -193,7 +194,7 @@ def build_landing_sensor(
         window = _window(today, settings.landing_lookback_days, spec.first_day)
         cursor = LandingCursor.loads(context.cursor)
         order = cursor.scan_order(window)[: settings.landing_days_per_tick]
-        busy = active_days(context.instance, events_key(spec))
+        busy = active_days(context.instance, spec)
         landing = pipeline.landing()
         requests: list[RunRequest] = []
         notes: list[str] = []

@@ -161,6 +161,29 @@ def test_days_with_a_run_in_flight_are_left_alone(pipeline_env: PipelineEnv, ins
     assert "2024-01-17 changed but a run is already queued or running for it" in result.skip_reason.skip_message
 
 
+def test_another_sources_run_of_the_day_does_not_hold_the_rerun_back(
+    pipeline_env: PipelineEnv, instance: DagsterInstance
+) -> None:
+    """Fault: a late access file for 2024-01-17 while `app_daily` runs for that day (a schedule or
+    sensor run of a job: no asset selection). Expected: the access day is re-run; an
+    `access_daily` run of the day, also without an asset selection, does hold it back."""
+    loaded_landing(pipeline_env, instance)
+    write_log(
+        pipeline_env.landing / "access/dt=2024-01-17/hour=23/late.log",
+        [LINE.format(n=1, day="17/Jan/2024", hour=23)],
+    )
+    create_run_for_test(
+        instance, job_name="app_daily", status=DagsterRunStatus.STARTED, tags={"dagster/partition": "2024-01-17"}
+    )
+    assert requested(tick(landing_sensor(), instance, None)) == ["2024-01-17"]
+    create_run_for_test(
+        instance, job_name="access_daily", status=DagsterRunStatus.STARTING, tags={"dagster/partition": "2024-01-17"}
+    )
+    result = tick(landing_sensor(), instance, None)
+    assert requested(result) == []
+    assert "2024-01-17 changed but a run is already queued or running for it" in result.skip_reason.skip_message
+
+
 def test_days_loaded_before_fingerprints_compare_files_and_bytes(
     pipeline_env: PipelineEnv, instance: DagsterInstance
 ) -> None:
