@@ -294,3 +294,13 @@ def test_new_source_declared_only_in_yaml_parses_real_java_log(tmp_path):
     app_batches = list(PartitionParser(specs["app"], day).parse_file(iter_line_batches(io.BytesIO(data)), "java.log"))
     assert sum(b.events.height for b in app_batches) == 0
     assert sum(b.quarantined.height for b in app_batches) == 20
+
+
+def test_relative_sources_file_is_taken_from_the_project_root(tmp_path, monkeypatch):
+    # Like every local path setting: a daemon or webserver started from another directory
+    # finds the same file.
+    from pipeline.sources import configured_sources
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPELINE_SOURCES_FILE", "pipeline/sources/sources.yaml")
+    assert sorted(configured_sources()) == sorted(load_sources(DEFAULT_SOURCES_FILE))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from pipeline.settings import resolve_local
 from pipeline.sources.spec import (
     DEFAULT_SOURCES_FILE,
     FieldSpec,
@@ -26,6 +26,7 @@ __all__ = [
 
 
 def configured_sources() -> dict[str, SourceSpec]:
-    """The sources of this deployment: `PIPELINE_SOURCES_FILE` if set, else the built-in file."""
+    """The sources of this deployment: `PIPELINE_SOURCES_FILE` if set (a relative path is
+    taken from the project root, like every local path setting), else the built-in file."""
     override = os.environ.get("PIPELINE_SOURCES_FILE")
-    return load_sources(Path(override) if override else DEFAULT_SOURCES_FILE)
+    return load_sources(resolve_local(override) if override else DEFAULT_SOURCES_FILE)
