@@ -36,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     SSLError,
@@ -305,6 +306,17 @@ class S3ObjectStream(io.RawIOBase):
         while True:
             try:
                 data = self._body.read(amount)
+            except FlexibleChecksumError as error:
+                # botocore checks the body's checksum as it ends: the bytes already handed on
+                # may be corrupt, so this read cannot be resumed; reading the object again can.
+                raise ObjectStoreError(
+                    f"S3 GetObject of bucket {self._store.bucket!r}, key {self._key!r}: the body read does not "
+                    f"match its checksum ({error}); retryable",
+                    bucket=self._store.bucket,
+                    key=self._key,
+                    code="ChecksumMismatch",
+                    retryable=True,
+                ) from error
             except Exception as error:
                 if not _is_resumable(error):
                     raise

@@ -15,10 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import FlexibleChecksumError
 
 from pipeline.engine.objects import LocalObjectStore, ObjectInfo, ObjectNotFoundError, ObjectStoreError, UnsafeKeyError
 from pipeline.engine.reader import iter_line_batches, open_log
-from pipeline.engine.s3 import S3ObjectStore, client_config, parse_s3_url
+from pipeline.engine.s3 import S3ObjectStore, S3ObjectStream, client_config, parse_s3_url
+from pipeline.orchestration.resources import S3ClientResource
+from pipeline.orchestration.retries import is_transient
 from pipeline_tests.storage.conftest import REGION
 from pipeline_tests.storage.s3_server import FaultProxy, MotoServer
 
@@ -361,3 +364,46 @@ def test_keys_leaving_the_prefix_are_refused_before_any_request(bucket: str, aws
     with pytest.raises(ValueError, match="names no bucket"):
         parse_s3_url("s3:///landing")
     assert aws_env.seen == []
+
+
+class _BodyFailingItsChecksum:
+    """A GetObject body whose bytes were corrupted in transit: botocore hands them on, then
+    raises `FlexibleChecksumError` when the end is read and the CRC does not match."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, amount: int | None = None) -> bytes:
+        if self._data:
+            data, self._data = self._data, b""
+            return data
+        raise FlexibleChecksumError(error_msg="Expected checksum AAAAAA== did not match calculated checksum BBBBBB==")
+
+    def close(self) -> None:
+        pass
+
+
+def test_body_failing_its_checksum_is_a_retryable_error_naming_bucket_and_key() -> None:
+    """Fault: a body whose checksum fails at its end. Expected: a retryable `ObjectStoreError`
+    naming bucket and key (the step is tried again and reads the object whole), not botocore's
+    raw error, which the retry policy took for a permanent one."""
+    store = S3ObjectStore(None, "landing-bucket", "logs")
+    key = "access/dt=2024-01-15/hour=05/web.log"
+    stream = S3ObjectStream(store, key, {"Body": _BodyFailingItsChecksum(b"a\nb\n"), "ETag": '"e"', "ContentLength": 4})
+    assert stream.read(1024) == b"a\nb\n"
+    with pytest.raises(ObjectStoreError) as caught:
+        stream.read(1024)
+    error = caught.value
+    assert (error.retryable, error.bucket, error.key, error.code) == (True, "landing-bucket", key, "ChecksumMismatch")
+    assert "landing-bucket" in str(error) and key in str(error) and is_transient(error)
+
+
+def test_aws_region_alone_sets_the_region_of_the_s3_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented `AWS_REGION` (what ECS tasks set) is honoured, though botocore itself reads
+    only `AWS_DEFAULT_REGION`; that one still works alone."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert S3ClientResource().get_client().meta.region_name == "eu-central-1"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert S3ClientResource().get_client().meta.region_name == "ap-south-1"
