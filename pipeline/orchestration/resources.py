@@ -60,7 +60,9 @@ class S3ClientResource(S3Resource):
         session = boto3.session.Session(profile_name=self.profile_name)
         client = session.client(
             "s3",
-            region_name=self.region_name,
+            # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what ECS tasks and the other
+            # AWS SDKs use, and what our docs name. Unset, botocore falls back as usual.
+            region_name=self.region_name or os.environ.get("AWS_REGION") or None,
             endpoint_url=self.endpoint_url,
             use_ssl=self.use_ssl,
             verify=self.verify,
