@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pipeline.engine.objects import ObjectStore
 
 HOURS = tuple(range(24))
-_HOUR_FOLDER = re.compile(r"^hour=(\d{2})$")
+# ASCII digits only: Python's \d also matches e.g. Arabic-Indic and full-width digits.
+_HOUR_FOLDER = re.compile(r"^hour=([0-9]{2})$")
 LOG_SUFFIXES = (".log", ".log.gz")
 
 

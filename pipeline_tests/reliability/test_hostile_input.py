@@ -380,6 +380,22 @@ def test_file_names_with_spaces_and_unicode(env_paths: tuple[Path, Path, Path]) 
     assert sorted(rows(warehouse, "SELECT source_file FROM access.events")) == sorted([(spaced,), (unicode_key,)])
 
 
+def test_hour_folders_with_non_ascii_digits_are_not_hours(env_paths: tuple[Path, Path, Path]) -> None:
+    """Fault: log files under `hour=٠٣` (Arabic-Indic digits) and `hour=０３` (full-width digits),
+    which Python's `\\d` and `int()` accept. Expected: not read as hour 03: both listed as ignored
+    objects, hour 03 missing, nothing loaded."""
+    landing, _output, _warehouse = env_paths
+    keys = []
+    for folder in ("hour=\u0660\u0663", "hour=\uff10\uff13"):
+        path = landing / "access" / f"dt={DAY.isoformat()}" / folder / "web.log"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(f"{access_line(1)}\n".encode())
+        keys.append(path.relative_to(landing).as_posix())
+    stats = run(env_paths, "access")
+    assert (stats.files, stats.rows_loaded, stats.hours_present) == (0, 0, [])
+    assert sorted(stats.ignored_objects) == sorted(keys) and 3 in stats.missing_hours
+
+
 @pytest.mark.parametrize(
     "key",
     ["../outside.log", "access/../../outside.log", "/etc/passwd", "access/dt=2024-01-15/hour=01/../../../../x.log"],
