@@ -155,7 +155,7 @@ def ingest_partition(
         for ignored in listing.ignored_objects:
             log.warning("ingest %s %s: ignoring %s (not an hour folder's .log/.log.gz file)", spec.name, day, ignored)
         parser = PartitionParser(spec, day)
-        with warehouse.connect() as connection:
+        with warehouse.connect(log=log) as connection:
             Warehouse.configure_for_load(connection)
             warehouse.ensure_tables(connection, spec)
             connection.execute("BEGIN TRANSACTION")

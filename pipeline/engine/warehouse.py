@@ -62,11 +62,19 @@ class Warehouse:
         self.lock_timeout_s = lock_timeout_s
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the database, waiting (with a log line every ~10 s) while another process holds it."""
+    def connect(
+        self,
+        read_only: bool = False,
+        log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database, waiting while another process holds it (any connection, read-only
+        ones too), with a line every ~10 s on `log` (the run's log: a plain module logger is
+        not shown in Dagster's run log)."""
+        log = log or logger
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay, last_log = 0.05, 0.0
+        started = time.monotonic()
+        deadline = started + self.lock_timeout_s
+        delay, last_log = 0.05, float("-inf")
         while True:
             try:
                 connection = duckdb.connect(str(self.path), read_only=read_only)
@@ -81,7 +89,12 @@ class Warehouse:
                         f"{self.lock_timeout_s:.0f} s: {error}"
                     ) from error
                 if now - last_log > 10:
-                    logger.info("warehouse %s is in use by another process; waiting", self.path)
+                    log.info(
+                        "warehouse %s is in use by another process; waiting (%.0f s so far, at most %.0f s)",
+                        self.path,
+                        now - started,
+                        self.lock_timeout_s,
+                    )
                     last_log = now
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -434,7 +434,7 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
         for position, day in enumerate(days, start=1):
             # Each day in its own connection, so that a pause (or another writer) can come between days.
             wait_while_paused(context, 5.0, f"daily_metrics {spec.name} {day} (day {position} of {len(days)})")
-            with warehouse.connect() as connection:
+            with warehouse.connect(log=context.log) as connection:
                 warehouse.ensure_tables(connection, spec)
                 rows = warehouse.replace_daily_metrics(connection, spec, day)
                 figures = warehouse.daily_metrics(connection, spec, day)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.cli.generate import generate_landing_zone
+from pipeline.engine.warehouse import Warehouse
 from pipeline_tests.reliability.conftest import PROJECT_ROOT, ingest, kill, rows, snapshot, wait_for, worker
 
 DAY = dt.date(2024, 2, 10)
@@ -127,3 +130,29 @@ def test_two_dagster_cli_runs_of_one_partition_at_once(landed: dict[str, object]
         assert "RUN_SUCCESS" in output_text
         assert "Could not set lock" not in output_text
     assert snapshot(warehouse, "access") == landed["access"]
+
+
+def test_a_reader_makes_the_writer_wait_and_the_wait_is_in_the_runs_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault: another process holds the warehouse open read-only (an analyst's session) for ~3 s.
+    Expected: a writer waits for it (DuckDB locks the file for any connection), says so on the log
+    it was given (the run's log, where an operator looks), and gets in once the reader closes."""
+    database = tmp_path / "warehouse.duckdb"
+    with Warehouse(database).connect() as connection:
+        connection.execute("CREATE TABLE t AS SELECT 1 AS x")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+         "print('open', flush=True); time.sleep(3); c.close()", str(database)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+    run_log = logging.getLogger("a run's log")
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="a run's log"), Warehouse(database).connect(log=run_log) as connection:
+        waited = time.monotonic() - started
+        connection.execute("INSERT INTO t VALUES (2)")
+    assert reader.wait(timeout=30) == 0
+    assert waited > 1.0
+    waits = [record for record in caplog.records if record.name == "a run's log"]
+    assert waits and "is in use by another process; waiting" in waits[0].getMessage()
