@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 # left by a writer killed between writing and renaming it: safe to remove. A younger one may
 # belong to a writer at work (a failed run's manifest can be written while the next run loads).
 ABANDONED_TEMPORARY_S = 600.0
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: Path) -> str:
+    """How the temporary files of an atomic write of `path` are named: `.NAME.<random>.tmp`
+    beside it (hidden, and never matching `*.json` readers)."""
+    return f".{path.name}."
 
 
 class UnsafeKeyError(ValueError):
@@ -125,7 +132,7 @@ class LocalObjectStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target and rename: rename is atomic on one filesystem.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
@@ -142,7 +149,7 @@ class LocalObjectStore:
 def _remove_abandoned_temporaries(path: Path) -> None:
     """Remove the temporary files of earlier writes of `path` whose writer died before its
     rename (older than `ABANDONED_TEMPORARY_S`). Never fails the write that calls it."""
-    pattern = str(path.parent / f".{glob.escape(path.name)}.*.tmp")
+    pattern = str(path.parent / f"{glob.escape(_temporary_prefix(path))}*{_TEMPORARY_SUFFIX}")
     cutoff = time.time() - ABANDONED_TEMPORARY_S
     for leftover in glob.glob(pattern):
         try:

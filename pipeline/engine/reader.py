@@ -106,25 +106,19 @@ def iter_line_batches(stream: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) 
         if not chunk and error is None:
             chunk, error = _read_chunk(stream, chunk_bytes)  # an empty chunk would mean the end
     while True:
-        if error is not None:
-            lines, remainder = split_lines(b"".join([*unterminated, chunk]), final=False)
-            if len(lines):
-                yield LineBatch(lines, line_number)
-                line_number += len(lines)
-            # `remainder` is the start of the line the damage cut.
-            raise FileReadError(f"{type(error).__name__}: {error}", line_number, remainder) from error
-        final = not chunk
-        if not final and unterminated and chunk.find(b"\n") < 0:
+        final = error is None and not chunk
+        if error is None and chunk and unterminated and b"\n" not in chunk:
             unterminated.append(chunk)  # still inside one long line: nothing to split yet
         else:
-            data = b"".join([*unterminated, chunk]) if unterminated else chunk
-            if not data:
-                return
-            lines, remainder = split_lines(data, final=final)
+            # One join per completed line run (a single piece is not copied).
+            lines, remainder = split_lines(b"".join([*unterminated, chunk]), final=final)
             unterminated = [remainder] if remainder else []
             if len(lines):
                 yield LineBatch(lines, line_number)
                 line_number += len(lines)
+            if error is not None:
+                # `remainder` is the start of the line the damage cut.
+                raise FileReadError(f"{type(error).__name__}: {error}", line_number, remainder) from error
             if final:
                 return
         chunk, error = _read_chunk(stream, chunk_bytes)
@@ -150,4 +144,4 @@ def _read_chunk(stream: BinaryIO, size: int) -> tuple[bytes, BaseException | Non
             break
         parts.append(part)
         total += len(part)
-    return (parts[0] if len(parts) == 1 else b"".join(parts)), None
+    return b"".join(parts), None

@@ -70,7 +70,7 @@ class Warehouse:
         """Open the database, waiting while another process holds it (any connection, read-only
         ones too), with a line every ~10 s on `log` (the run's log: a plain module logger is
         not shown in Dagster's run log)."""
-        log = log or logger
+        log = logger if log is None else log
         self.path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         deadline = started + self.lock_timeout_s
