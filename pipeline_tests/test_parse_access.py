@@ -211,7 +211,7 @@ def test_events_are_accepted_only_within_the_day_plus_60_minutes(timestamp, acce
     # and files straddling midnight; anything further belongs to another day and is quarantined.
     result = parse_bytes(line(timestamp=timestamp) + b"\n")
     assert result.events.height == (1 if accepted else 0)
-    expected = {} if accepted else {1: ["timestamp: within_day(2024-01-20 UTC ±60 min)"]}
+    expected = {} if accepted else {1: ["timestamp: within_day"]}
     assert reasons_by_line(result.quarantined) == expected
 
 
@@ -232,7 +232,7 @@ def test_events_are_accepted_only_within_the_day_plus_60_minutes(timestamp, acce
         ),
         pytest.param(
             line(timestamp="19/Jan/2024:12:00:00 +0000"),
-            ["timestamp: within_day(2024-01-20 UTC ±60 min)"],
+            ["timestamp: within_day"],
             id="a-day-early",
         ),
         pytest.param(b"this is not an access log line", ["line: matches_format"], id="garbage"),
@@ -452,7 +452,7 @@ def test_apache_logs_whole_file_for_one_day_quarantines_other_days():
     reasons = reasons_by_line(result.quarantined)
     assert reasons.pop(8899) == ["line: matches_format"]
     assert set(reasons) == set(range(1, 10001)) - set(in_window) - {8899}
-    assert {tuple(r) for r in reasons.values()} == {("timestamp: within_day(2015-05-18 UTC ±60 min)",)}
+    assert {tuple(r) for r in reasons.values()} == {("timestamp: within_day",)}
 
 
 # -- real files: elastic-beats variants ----------------------------------------------

@@ -3,57 +3,49 @@
 For one source and one data date, `PartitionParser.parse_file` turns the line batches of a
 file into `ParsedBatch`es: valid records (typed columns) and quarantined records (the raw
 line and every reason it failed). Every line read is accounted for: loaded, quarantined,
-folded into a multi-line record as a continuation, or ignored as blank.
+folded into a multi-line record as a continuation, or ignored (blank, or a header or comment
+line of a delimited format).
 
 Stages, each a polars expression over the whole batch:
-1. decode UTF-8 (a batch with invalid bytes falls back to per-line decoding);
+1. decode UTF-8 (a batch with invalid bytes falls back to per-line decoding), drop the lines
+   the format ignores (`pipeline.engine.records`, `RecordFormat.prepare`);
 2. fold multi-line records (sources with `record_start`);
-3. match the line pattern, cast fields to their types;
+3. the source's format finds each column's text (`pipeline.engine.formats`), shared code casts
+   it to its type (null values, aliases, timestamps: `pipeline.engine.timestamps`);
 4. validate: a vectorised pre-filter mirroring the schema's checks passes the clearly valid rows;
    the rest are held (`PendingValidation`) and judged by pandera (polars backend) together,
-   failures collected by row position.
+   failures collected by row position (`pipeline.engine.validation`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
-import pandera.polars as pa
 import polars as pl
-import pyarrow as pa_arrow
-import pyarrow.compute as pc
-from pandera.errors import SchemaErrors
 
+from pipeline.engine.batches import ParsedBatch, PendingValidation, quarantine_entry
+from pipeline.engine.formats import LINE_DETAIL, LINE_PROBLEM, RecordFormat, record_format
+from pipeline.engine.formats.regex import RegexRecords
 from pipeline.engine.reader import FileReadError, LineBatch
+from pipeline.engine.records import QUARANTINE_SCHEMA, RAW_BYTES, RECORD_ID, TEXT, fold, line_frame, orphan_rows
+from pipeline.engine.timestamps import TimestampReader
+from pipeline.engine.validation import MAX_VALUE_CHARS, POLARS_TYPES, ROW, SchemaJudge
 from pipeline.sources.spec import FieldSpec, SourceSpec
 
-# An empty group after the pattern: "" when the line matched, null when not (a group around
-# the whole pattern would copy every line once more; measured ~13% of the regex pass).
-_MATCH_GROUP = "__matched"
-_ROW = "__row"
-# Longest failing value kept in a reason; the full evidence is in `raw_line`.
-_MAX_VALUE_CHARS = 200
-
-POLARS_TYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "integer": pl.Int64(),
-    "float": pl.Float64(),
-    "timestamp": pl.Datetime("us", "UTC"),
-}
-
+_ROW = ROW
 REASON_DTYPE = pl.Struct({"field": pl.String, "check": pl.String, "value": pl.String})
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "source_file": pl.String(),
-    "line_number": pl.Int64(),
-    "raw_line": pl.String(),
-    "raw_bytes": pl.Binary(),
-    "reasons": pl.List(REASON_DTYPE),
-    "reason": pl.String(),
-}
+__all__ = [
+    "JUDGE_ROWS",
+    "POLARS_TYPES",
+    "QUARANTINE_SCHEMA",
+    "REASON_DTYPE",
+    "ParsedBatch",
+    "PartitionParser",
+    "PendingValidation",
+    "events_schema",
+    "quarantine_entry",
+]
 
 
 def events_schema(spec: SourceSpec) -> dict[str, pl.DataType]:
@@ -76,137 +68,30 @@ REASON_COLUMNS = ("field", "check", "value")
 _HELD_KEY = ("source_file", "line_number")
 
 
-class PendingValidation:
-    """Rows the pre-filter suspects, held until pandera judges them together, with the reasons
-    already found for them. Keyed by file and line; safe to share between parse threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: list[pl.DataFrame] = []
-        self._reasons: list[pl.DataFrame] = []
-        self.count = 0
-
-    def hold(self, rows: pl.DataFrame, reasons: list[pl.DataFrame]) -> None:
-        """Keep `rows` (and their reasons) until judged, copied into buffers of their own."""
-        rows = _compacted(rows)
-        reasons = [_compacted(reason) for reason in reasons if reason.height]
-        with self._lock:
-            self._rows.append(rows)
-            self._reasons.extend(reasons)
-            self.count += rows.height
-
-    def take(self) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
-        """Everything held so far (rows, reasons); the holder is empty afterwards."""
-        with self._lock:
-            taken = self._rows, self._reasons
-            self._rows, self._reasons, self.count = [], [], 0
-        return taken
-
-
-def _compacted(frame: pl.DataFrame) -> pl.DataFrame:
-    """A copy of `frame` that owns its string data.
-
-    polars strings are views into shared buffers: a few rows filtered out of a batch would keep
-    the whole batch's text alive while held (measured: peak RSS of a 20-million-line day
-    doubled). Going through Arrow's offset-based layout copies just these rows' bytes.
-    """
-    return pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest()))  # type: ignore[return-value]
-
-
-@dataclass
-class ParsedBatch:
-    """The outcome of one batch of lines."""
-
-    events: pl.DataFrame
-    quarantined: pl.DataFrame
-    lines_read: int
-    lines_ignored: int
-    continuation_lines: int
-    # Rows of this batch held for pandera (`PendingValidation`): they come out as events or
-    # quarantine rows of the batch that judges them. Over a whole file (or partition, once all
-    # is judged): lines_read = events + quarantined + lines_ignored + continuation_lines.
-    held: int = 0
-
-
-def quarantine_entry(
-    source_file: str, line_number: int, field: str, check: str, value: str, partial: bytes = b""
-) -> pl.DataFrame:
-    """A single quarantine row for evidence that is not a whole line (e.g. an unreadable
-    file); `partial` is the part of a line read before the problem."""
-    try:
-        raw_line, raw_bytes = partial.decode("utf-8"), None
-    except UnicodeDecodeError:
-        raw_line, raw_bytes = partial.decode("utf-8", errors="backslashreplace"), partial
-    return pl.DataFrame(
-        {
-            "source_file": [source_file],
-            "line_number": [line_number],
-            "raw_line": [raw_line],
-            "raw_bytes": [raw_bytes],
-            "reasons": [[{"field": field, "check": check, "value": value}]],
-            "reason": [f"{field}: {check} ({value})"],
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
-
-
-def _decode(lines: pa_arrow.LargeBinaryArray) -> tuple[pl.Series, pl.Series | None]:
-    """Decode lines as UTF-8. Returns the text and, only when some line is not valid
-    UTF-8, the raw bytes (null for valid lines); invalid bytes show as `\\xNN` in the text."""
-    try:
-        return pl.Series("text", pc.cast(lines, pa_arrow.large_string())), None
-    except pa_arrow.ArrowInvalid:
-        pass
-    texts: list[str] = []
-    raws: list[bytes | None] = []
-    for raw in lines.to_pylist():
-        try:
-            texts.append(raw.decode("utf-8"))
-            raws.append(None)
-        except UnicodeDecodeError:
-            texts.append(raw.decode("utf-8", errors="backslashreplace"))
-            raws.append(raw)
-    return pl.Series("text", texts, dtype=pl.String), pl.Series("raw_bytes", raws, dtype=pl.Binary)
-
-
-def _pandera_check(name: str, args: object) -> pa.Check:
-    factory = getattr(pa.Check, name)
-    return factory(*args) if isinstance(args, list) and name in {"in_range", "str_length"} else factory(args)
-
-
 class PartitionParser:
     """Parses the files of one source for one data date."""
 
     def __init__(self, spec: SourceSpec, day: dt.date) -> None:
         self.spec = spec
         self.day = day
-        # The source's pattern plus an empty group that tells matched lines from the rest.
-        self.record_pattern = f"(?:{spec.pattern})(?P<{_MATCH_GROUP}>)"
-        tolerance = dt.timedelta(minutes=spec.timestamp.tolerance_minutes)
-        day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        self.earliest = day_start - tolerance
-        self.latest = day_start + dt.timedelta(days=1) + tolerance
-        self._day_check = f"within_day({day.isoformat()} UTC ±{spec.timestamp.tolerance_minutes} min)"
-        self.schema = self._build_schema()
-        self._partial_schemas: dict[tuple[str, ...], pa.DataFrameSchema] = {}
+        self.format = record_format(spec)
+        zone = spec.timestamp.timezone
+        self.timestamps = TimestampReader(spec.timestamp.formats, zone, day)
+        # Timestamp fields are read in their own format, by default the source timestamp's.
+        self._field_timestamps = {
+            name: TimestampReader(field.formats or spec.timestamp.formats, zone, day)
+            for name, field in spec.fields.items()
+            if field.type == "timestamp"
+        }
+        self.judge_schema = SchemaJudge(spec, day)
+        self.schema = self.judge_schema.schema
+        self.earliest, self.latest = self.judge_schema.earliest, self.judge_schema.latest
         self._events_schema = events_schema(spec)
 
-    def _build_schema(self) -> pa.DataFrameSchema:
-        columns = {
-            self.spec.timestamp.field: pa.Column(
-                POLARS_TYPES["timestamp"],
-                checks=[pa.Check.in_range(self.earliest, self.latest, include_max=False)],
-                nullable=False,
-            )
-        }
-        for name, field in self.spec.fields.items():
-            columns[name] = pa.Column(
-                POLARS_TYPES[field.type],
-                checks=[_pandera_check(check, args) for check, args in field.checks.items()],
-                nullable=field.nullable,
-            )
-        # Extra bookkeeping columns (row position, file, line) are allowed through.
-        return pa.DataFrameSchema(columns, strict=False, name=f"{self.spec.name}_events")
+    @property
+    def record_pattern(self) -> str | None:
+        """The full regular expression a regex source's records are matched with."""
+        return self.format.pattern if isinstance(self.format, RegexRecords) else None
 
     # -- stage 3: fields -------------------------------------------------------------
     def _typed(self, name: str, field: FieldSpec) -> tuple[pl.Expr, list[tuple[pl.Expr, str]]]:
@@ -220,34 +105,10 @@ class PartitionParser:
         if field.type == "string":
             return raw.alias(name), []
         if field.type == "timestamp":
-            typed, failures = self._timestamp(raw, "parses_as_timestamp")
+            typed, failures = self._field_timestamps[name].read(raw, "parses_as_timestamp")
             return typed.alias(name), failures
         typed = raw.str.strip_chars().cast(POLARS_TYPES[field.type], strict=False)
         return typed.alias(name), [(raw.is_not_null() & typed.is_null(), f"parses_as_{field.type}")]
-
-    def _timestamp(self, raw: pl.Expr, parse_check: str) -> tuple[pl.Expr, list[tuple[pl.Expr, str]]]:
-        """The UTC timestamp of `raw` in the source's format, and its failures (as `_typed`):
-        `parse_check` where the text is not such a timestamp, `exists_in_timezone(ZONE)` where
-        it is a local time the zone skips or repeats at a clock change."""
-        spec = self.spec.timestamp
-        parsed = raw.str.strptime(pl.Datetime("us"), spec.format, strict=False)
-        if "%S" in spec.format:
-            # chrono reads second 60 (a leap second) and polars moves it into the next minute
-            # (23:59:60 into the next day): not the time the line says, so it does not parse.
-            # No other field of a valid timestamp reads ":60".
-            parsed = pl.when(raw.str.contains(":60", literal=True)).then(None).otherwise(parsed)
-        if "%z" in spec.format or "%:z" in spec.format:
-            typed = parsed.dt.convert_time_zone("UTC")
-            return typed, [(raw.is_not_null() & typed.is_null(), parse_check)]
-        # Local times that do not exist or are ambiguous (DST changes) become null and are
-        # quarantined rather than silently shifted.
-        typed = parsed.dt.replace_time_zone(spec.timezone, ambiguous="null", non_existent="null").dt.convert_time_zone(
-            "UTC"
-        )
-        return typed, [
-            (raw.is_not_null() & parsed.is_null(), parse_check),
-            (parsed.is_not_null() & typed.is_null(), f"exists_in_timezone({spec.timezone})"),
-        ]
 
     # -- stages 1-4 -------------------------------------------------------------------
     def parse_file(
@@ -262,51 +123,54 @@ class PartitionParser:
         """
         own_pending = pending is None
         pending = PendingValidation() if pending is None else pending
+        file_format = self.format.for_file()  # the format's state for this file (W3C headers)
         carry: pl.DataFrame | None = None
         seen_record_start = False
         for batch, is_last in _lookahead(batches):
-            frame = self._line_frame(batch)
+            frame = line_frame(batch)
             lines_read = frame.height
+            frame, ignored = file_format.prepare(frame)
             if not self.spec.multiline:
-                blank = frame["text"].str.strip_chars() == ""
-                ignored = int(blank.sum())
+                blank = frame[TEXT].str.strip_chars() == ""
+                ignored += int(blank.sum())
                 records = frame.filter(~blank)
-                batch_parsed = self._finish(records, source_file, lines_read, ignored, 0, None, pending)
+                batch_parsed = self._finish(records, file_format, source_file, lines_read, ignored, 0, None, pending)
                 yield self._judged(batch_parsed, pending, own_pending, is_last)
                 continue
             if carry is not None:
                 frame = pl.concat([carry, frame], how="vertical_relaxed")
                 carry = None
-            starts = frame["text"].str.contains(self.spec.record_start or "")
+            starts = frame[TEXT].str.contains(self.spec.record_start or "")
             record_id = starts.cast(pl.Int64).cum_sum()
+            orphans = None
             if not seen_record_start:
                 # Lines before the first record of the file continue nothing: quarantined
                 # (blank ones ignored).
-                orphan_rows = frame.filter(record_id == 0)
+                orphan_lines = frame.filter(record_id == 0)
                 frame = frame.filter(record_id > 0)
                 record_id = record_id.filter(record_id > 0)
-                orphan_blank = orphan_rows["text"].str.strip_chars() == ""
-                ignored = int(orphan_blank.sum())
-                orphans = orphan_rows.filter(~orphan_blank)
-            else:
-                ignored, orphans = 0, None
+                orphan_blank = orphan_lines[TEXT].str.strip_chars() == ""
+                ignored += int(orphan_blank.sum())
+                orphans = orphan_lines.filter(~orphan_blank)
             seen_record_start = seen_record_start or bool(starts.any())
-            frame = frame.with_columns(record_id.alias("record_id"))
+            frame = frame.with_columns(record_id.alias(RECORD_ID))
             if not is_last and frame.height:
-                last_id = frame["record_id"][-1]
-                carry = frame.filter(pl.col("record_id") == last_id).drop("record_id")
-                frame = frame.filter(pl.col("record_id") != last_id)
+                last_id = frame[RECORD_ID][-1]
+                carry = frame.filter(pl.col(RECORD_ID) == last_id).drop(RECORD_ID)
+                frame = frame.filter(pl.col(RECORD_ID) != last_id)
             if frame.height:
                 # Blank lines that end a record separate records; they are not part of the message.
-                trailing_blank = (pl.col("text").str.strip_chars() != "").cast(
+                trailing_blank = (pl.col(TEXT).str.strip_chars() != "").cast(
                     pl.Int32
-                ).reverse().cum_sum().reverse().over("record_id") == 0
+                ).reverse().cum_sum().reverse().over(RECORD_ID) == 0
                 before = frame.height
                 frame = frame.filter(~trailing_blank)
                 ignored += before - frame.height
-            continuation = frame.height - int(frame["record_id"].n_unique()) if frame.height else 0
-            records = self._fold(frame) if continuation else frame.drop("record_id")
-            batch_parsed = self._finish(records, source_file, lines_read, ignored, continuation, orphans, pending)
+            continuation = frame.height - int(frame[RECORD_ID].n_unique()) if frame.height else 0
+            records = fold(frame) if continuation else frame.drop(RECORD_ID)
+            batch_parsed = self._finish(
+                records, file_format, source_file, lines_read, ignored, continuation, orphans, pending
+            )
             yield self._judged(batch_parsed, pending, own_pending, is_last)
 
     def _judged(self, batch: ParsedBatch, pending: PendingValidation, own: bool, end_of_file: bool) -> ParsedBatch:
@@ -323,42 +187,10 @@ class PartitionParser:
             batch.held,
         )
 
-    def _line_frame(self, batch: LineBatch) -> pl.DataFrame:
-        text, raw_bytes = _decode(batch.lines)
-        frame = pl.DataFrame(
-            {
-                "line_number": pl.int_range(
-                    batch.first_line_number, batch.first_line_number + len(batch.lines), dtype=pl.Int64, eager=True
-                ),
-                "text": text,
-            }
-        )
-        if raw_bytes is None:
-            return frame.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes"))
-        return frame.with_columns(raw_bytes)
-
-    def _fold(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Merge each record's continuation lines into its text (multi-line records)."""
-        folded = frame.group_by("record_id", maintain_order=True).agg(
-            pl.col("line_number").first(),
-            pl.col("text").str.join("\n"),
-            pl.col("raw_bytes"),
-        )
-        invalid = folded["raw_bytes"].list.eval(pl.element().is_not_null()).list.any()
-        if not invalid.any():
-            return folded.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes")).drop("record_id")
-        # Rare: rebuild the exact bytes of records holding invalid UTF-8.
-        rebuilt = [
-            _record_bytes(parts, text) if bad else None
-            for parts, text, bad in zip(
-                folded["raw_bytes"].to_list(), folded["text"].to_list(), invalid.to_list(), strict=True
-            )
-        ]
-        return folded.with_columns(pl.Series("raw_bytes", rebuilt, dtype=pl.Binary)).drop("record_id")
-
     def _finish(
         self,
         records: pl.DataFrame,
+        file_format: RecordFormat,
         source_file: str,
         lines_read: int,
         ignored: int,
@@ -366,19 +198,17 @@ class PartitionParser:
         orphans: pl.DataFrame | None,
         pending: PendingValidation,
     ) -> ParsedBatch:
-        """Match and type records; split them into events and quarantine, holding the rows that
-        may fail the schema in `pending` for pandera."""
-        frame, reasons = self._typed_frame(records)
-        matched = frame.filter(pl.col(_MATCH_GROUP).is_not_null()).select(_ROW, *self.spec.columns)
+        """Extract and type records; split them into events and quarantine, holding the rows
+        that may fail the schema in `pending` for pandera."""
+        frame, reasons = self._typed_frame(records, file_format)
+        matched = frame.filter(pl.col(LINE_PROBLEM).is_null()).select(_ROW, *self.spec.columns)
         suspect_rows, _columns = self._suspects(matched)
         held = 0
         if suspect_rows.len():
             is_suspect = pl.col(_ROW).is_in(suspect_rows.implode())
             file_column = pl.lit(source_file, dtype=pl.String).alias("source_file")
             positions = frame.select(_ROW, file_column, "line_number")
-            held_rows = frame.filter(is_suspect).select(
-                file_column, "line_number", "text", "raw_bytes", *self.spec.columns
-            )
+            held_rows = frame.filter(is_suspect).select(file_column, "line_number", TEXT, RAW_BYTES, *self.spec.columns)
             held = held_rows.height
             pending.hold(
                 held_rows,
@@ -388,7 +218,7 @@ class PartitionParser:
             reasons = [reason.filter(~is_suspect) for reason in reasons]
         events, quarantined = self._split(frame, reasons, source_file)
         if orphans is not None and orphans.height:
-            quarantined = pl.concat([quarantined, _orphan_rows(orphans, source_file)])
+            quarantined = pl.concat([quarantined, orphan_rows(orphans, source_file)])
         return ParsedBatch(
             events.cast(self._events_schema),  # type: ignore[arg-type]
             quarantined.sort("line_number"),
@@ -398,19 +228,19 @@ class PartitionParser:
             held,
         )
 
-    def _typed_frame(self, records: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-        """Match the pattern and cast every field; return the frame (one row per record, with a
-        row position) and the reasons found so far (line and parse problems) as
-        `(row, field, check, value)` frames."""
+    def _typed_frame(self, records: pl.DataFrame, file_format: RecordFormat) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+        """Extract every column with the format and cast it; return the frame (one row per
+        record, with a row position) and the reasons found so far (line and parse problems)
+        as `(row, field, check, value)` frames."""
         ts_field = self.spec.timestamp.field
-        frame = (
-            records.with_row_index(_ROW)
-            .with_columns(pl.col("text").str.extract_groups(self.record_pattern).alias("__groups"))
-            .unnest("__groups")
-        )
+        records = records.with_row_index(_ROW)
+        extracted = file_format.extract(records)
+        frame = pl.concat([records.select(_ROW, "line_number", TEXT, RAW_BYTES), extracted], how="horizontal")
         # Typed columns and, for non-string fields, flags for values that failed to parse:
         # (field, check, flag column) per kind of failure.
-        ts_typed, ts_failures = self._timestamp(pl.col(ts_field), f"parses_as_timestamp({self.spec.timestamp.format})")
+        ts_typed, ts_failures = self.timestamps.read(
+            pl.col(ts_field), f"parses_as_timestamp({self.spec.timestamp.format_label})"
+        )
         typed_exprs = [ts_typed.alias(ts_field)]
         failures = [(ts_field, check, flag) for flag, check in ts_failures]
         for name, field in self.spec.fields.items():
@@ -419,20 +249,21 @@ class PartitionParser:
             failures.extend((name, check, flag) for flag, check in field_failures)
         flags = [flag.alias(f"__failed_{index}") for index, (_name, _check, flag) in enumerate(failures)]
         raw_values = [pl.col(name).alias(f"__raw_{name}") for name in dict.fromkeys(name for name, _, _ in failures)]
-        frame = frame.with_columns(*raw_values).with_columns(*typed_exprs, *flags)
+        frame = frame.lazy().with_columns(*raw_values).with_columns(*typed_exprs, *flags).collect()
 
-        matched = pl.col(_MATCH_GROUP).is_not_null()
+        in_format = pl.col(LINE_PROBLEM).is_null()
         reasons: list[pl.DataFrame] = []
-        line_problems = [
-            (pl.col("raw_bytes").is_not_null(), "valid_utf8"),
-            (~matched, "matches_format"),
-        ]
-        for condition, check in line_problems:
-            bad = frame.filter(condition)
-            if bad.height:
-                reasons.append(_reasons(bad[_ROW], "line", check, bad["text"]))
+        not_utf8 = frame.filter(pl.col(RAW_BYTES).is_not_null())
+        if not_utf8.height:
+            reasons.append(_reasons(not_utf8[_ROW], "line", "valid_utf8", not_utf8[TEXT]))
+        off_format = frame.filter(~in_format)
+        if off_format.height:
+            detail = off_format[LINE_DETAIL] if LINE_DETAIL in off_format.columns else off_format[TEXT]
+            reasons.append(
+                _reasons(off_format[_ROW], "line", off_format[LINE_PROBLEM], detail.fill_null(off_format[TEXT]))
+            )
         for index, (name, check, _flag) in enumerate(failures):
-            bad = frame.filter(matched & pl.col(f"__failed_{index}"))
+            bad = frame.filter(in_format & pl.col(f"__failed_{index}"))
             if bad.height:
                 reasons.append(_reasons(bad[_ROW], name, check, bad[f"__raw_{name}"]))
         return frame, reasons
@@ -448,7 +279,7 @@ class PartitionParser:
         frame = pl.concat(rows).with_row_index(_ROW)
         positions = frame.select(_ROW, *_HELD_KEY)
         reasons = [reason.join(positions, on=_HELD_KEY).select(_ROW, *REASON_COLUMNS) for reason in held_reasons]
-        reasons.extend(self._validate(frame.select(_ROW, *self.spec.columns)))
+        reasons.extend(self.judge_schema.failures(frame.select(_ROW, *self.spec.columns)))
         events, quarantined = self._split(frame, reasons, None)
         return ParsedBatch(events.cast(self._events_schema), quarantined, 0, 0, 0)  # type: ignore[arg-type]
 
@@ -476,159 +307,30 @@ class PartitionParser:
             )
         )
         events = frame.filter(~pl.col(_ROW).is_in(failures[_ROW].implode())).select(*event_columns)
-        evidence = ["line_number", "text", "raw_bytes", *(["source_file"] if source_file is None else [])]
+        evidence = ["line_number", TEXT, RAW_BYTES, *(["source_file"] if source_file is None else [])]
         quarantined = failures.join(frame.select(_ROW, *evidence), on=_ROW, how="left").select(
             file_column.alias("source_file"),
             "line_number",
-            pl.col("text").alias("raw_line"),
-            "raw_bytes",
+            pl.col(TEXT).alias("raw_line"),
+            pl.col(RAW_BYTES).alias("raw_bytes"),
             "reasons",
             "reason",
         )
         return events, quarantined.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
     def _suspects(self, typed_frame: pl.DataFrame) -> tuple[pl.Series, list[str]]:
-        """Rows that may fail the schema, and the columns they may fail on, in one polars query.
-
-        pandera's `validate` costs a fixed ~30 ms per call plus a query per column and check;
-        running it only on these rows and columns keeps pandera the judge of what is valid
-        while the common all-good batch costs one vectorised pass. The query mirrors pandera's
-        built-in checks (same operators; nulls ignored by checks and caught by nullability);
-        `test_parse_prefilter.py` proves it never misses a row pandera rejects.
-        """
-        per_column = {
-            name: pl.all_horizontal(conditions).alias(name)
-            for name, column in self.schema.columns.items()
-            if (conditions := _passes(name, column))
-        }
-        if not per_column:
-            return typed_frame[_ROW].clear(), []
-        outcome = typed_frame.select(*per_column.values())
-        failing = [name for name in outcome.columns if not outcome[name].all()]
-        if not failing:
-            return typed_frame[_ROW].clear(), []
-        ok = outcome.select(pl.all_horizontal(failing).alias("ok"))["ok"]
-        return typed_frame[_ROW].filter(~ok), failing
-
-    def _schema_for(self, columns: tuple[str, ...]) -> pa.DataFrameSchema:
-        """The schema restricted to `columns` (cached: few distinct combinations occur)."""
-        schema = self._partial_schemas.get(columns)
-        if schema is None:
-            schema = self.schema.select_columns(list(columns))
-            self._partial_schemas[columns] = schema
-        return schema
-
-    def _validate(self, typed_frame: pl.DataFrame) -> list[pl.DataFrame]:
-        """Run the pandera schema on the suspect rows; return failures as (row, field, check, value)."""
-        if not typed_frame.height:
-            return []
-        suspects, columns = self._suspects(typed_frame)
-        if suspects.is_empty():
-            return []
-        subset = typed_frame.filter(pl.col(_ROW).is_in(suspects.implode()))
-        try:
-            self._schema_for(tuple(columns)).validate(subset, lazy=True)
-        except SchemaErrors as errors:
-            cases = errors.failure_cases
-            data_failures = cases.filter(pl.col("index").is_not_null())
-            if data_failures.height < cases.height:
-                # A failure without a row position is a schema problem (e.g. a column of the
-                # wrong type): that is a bug in the source definition, not bad data.
-                raise
-            rows = subset[_ROW].gather(data_failures["index"].cast(pl.UInt32))
-            check = pl.col("check")
-            renamed = (
-                pl.when((pl.col("column") == self.spec.timestamp.field) & check.str.starts_with("in_range"))
-                .then(pl.lit(self._day_check))
-                .otherwise(check)
-                .alias("check")
-            )
-            return [
-                pl.DataFrame(
-                    {
-                        _ROW: rows,
-                        "field": data_failures["column"],
-                        "check": data_failures.select(renamed)["check"],
-                        "value": data_failures["failure_case"].cast(pl.String).str.slice(0, _MAX_VALUE_CHARS),
-                    }
-                )
-            ]
-        return []
+        """Rows that may fail the schema, and the columns they may fail on (see `SchemaJudge`)."""
+        return self.judge_schema.suspects(typed_frame)
 
 
-def _check_expression(value: pl.Expr, check: pa.Check) -> pl.Expr:
-    """The row-wise outcome of one pandera built-in check, as pandera's polars backend computes it."""
-    arguments = check.statistics
-    name = check.name
-    if name == "in_range":
-        lower = (
-            value >= arguments["min_value"] if arguments.get("include_min", True) else value > arguments["min_value"]
-        )
-        upper = (
-            value <= arguments["max_value"] if arguments.get("include_max", True) else value < arguments["max_value"]
-        )
-        return lower & upper
-    if name == "greater_than_or_equal_to":
-        return value >= arguments["min_value"]
-    if name == "greater_than":
-        return value > arguments["min_value"]
-    if name == "less_than_or_equal_to":
-        return value <= arguments["max_value"]
-    if name == "less_than":
-        return value < arguments["max_value"]
-    if name == "isin":
-        return value.is_in(list(arguments["allowed_values"]))
-    if name == "notin":
-        return value.is_in(list(arguments["forbidden_values"])).not_()
-    if name == "str_length":
-        return value.str.len_chars().is_between(arguments["min_value"], arguments["max_value"])
-    if name == "str_matches":
-        pattern = arguments["pattern"]
-        pattern = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
-        return value.str.contains(pattern if pattern.startswith("^") else f"^{pattern}")
-    # Unknown to the pre-filter: send every row to pandera rather than guess.
-    return pl.lit(False)
-
-
-def _passes(name: str, column: pa.Column) -> list[pl.Expr]:
-    """Conditions a row must meet for one column: nullability, then each check (nulls pass checks)."""
-    value = pl.col(name)
-    conditions = [] if column.nullable else [value.is_not_null()]
-    conditions.extend((_check_expression(value, check) | value.is_null()).fill_null(False) for check in column.checks)
-    return conditions
-
-
-def _orphan_rows(orphans: pl.DataFrame, source_file: str) -> pl.DataFrame:
-    """Quarantine rows for continuation lines with no record before them in their file."""
-    return orphans.select(
-        pl.lit(source_file, dtype=pl.String).alias("source_file"),
-        "line_number",
-        pl.col("text").alias("raw_line"),
-        "raw_bytes",
-        pl.concat_list(
-            pl.struct(
-                pl.lit("line").alias("field"),
-                pl.lit("follows_a_record").alias("check"),
-                pl.lit("continuation line with no record before it in its file").alias("value"),
-            )
-        ).alias("reasons"),
-        pl.lit("line: follows_a_record (got continuation line with no record before it in its file)").alias("reason"),
-    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
-
-
-def _record_bytes(raw_lines: list[bytes | None], text: str) -> bytes:
-    """The exact bytes of a folded record: raw bytes where a line was not UTF-8, else its text."""
-    texts = text.split("\n")
-    return b"\n".join(raw if raw is not None else line.encode() for raw, line in zip(raw_lines, texts, strict=True))
-
-
-def _reasons(rows: pl.Series, field: str, check: str, values: pl.Series) -> pl.DataFrame:
+def _reasons(rows: pl.Series, field: str, check: str | pl.Series, values: pl.Series) -> pl.DataFrame:
+    checks = check if isinstance(check, pl.Series) else pl.Series([check] * len(rows), dtype=pl.String)
     return pl.DataFrame(
         {
             _ROW: rows.cast(pl.UInt32),
             "field": pl.Series([field] * len(rows), dtype=pl.String),
-            "check": pl.Series([check] * len(rows), dtype=pl.String),
-            "value": values.cast(pl.String).str.slice(0, _MAX_VALUE_CHARS),
+            "check": checks.cast(pl.String),
+            "value": values.cast(pl.String).str.slice(0, MAX_VALUE_CHARS),
         }
     )
 

@@ -1,8 +1,10 @@
 """What a log source is: a line format plus a schema, declared as data.
 
-A `SourceSpec` is read from YAML (see `sources.yaml`) and validated here, before any data
-is touched, so that a malformed source definition fails with a message naming the source
-and the field at fault.
+A `SourceSpec` is read from YAML (see `sources.yaml`, and `docs/sources.md` for every key)
+and proven here, before any data is touched: its format can fill its fields, its timestamp
+format parses correctly and says the year (or takes it from the partition), its checks fit
+their fields and its metric SQL binds against its events columns. A definition that could
+never work fails with a message naming the file, the source, the key and the fix.
 """
 
 from __future__ import annotations
@@ -14,12 +16,34 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.engine.volume import VolumeSpec
+from pipeline.sources.formats import FormatSpec, RegexFormat
+from pipeline.sources.metrics import check_metrics
+from pipeline.sources.timeformat import check_format, has_year
 
 FieldType = Literal["string", "integer", "float", "timestamp"]
 
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Field names become columns of the events table and names in metric SQL; they start with a
+# letter, so they never clash with the parser's own `__` columns.
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Names a source may not take: DuckDB's own catalogs and schemas (`pipeline query` opens an
+# in-memory database named `memory` with one schema per source), the lake's and the output
+# store's own folders. Names starting with `_` are refused by `SOURCE_NAME`.
+RESERVED_NAMES = {
+    "main",
+    "memory",
+    "system",
+    "temp",
+    "information_schema",
+    "pg_catalog",
+    "lake",
+    "loads",
+    "manifests",
+    "backfills",
+}
 # Checks a source may declare: the names of pandera's built-in checks, with their arguments.
 # Each check says which field types it applies to and what its argument must be, so that a
 # definition that could never load a row is refused when it is read, not when data arrives.
@@ -37,25 +61,58 @@ ALLOWED_CHECKS: dict[str, tuple[set[str], str]] = {
 }
 # Columns the pipeline adds to every events table; a source may not declare them.
 RESERVED_COLUMNS = {"partition_date", "source_file", "line_number", "run_id"}
+Location = str | list[str]
 
 
 class SourceConfigError(ValueError):
     """A source definition is malformed; the message names the source and what is wrong."""
 
 
-class FieldSpec(BaseModel):
-    """One parsed field: its type, how missing values look, and the checks it must pass."""
+def _check_location(value: Location | None) -> Location | None:
+    if isinstance(value, list) and (not value or any(not part for part in value)):
+        raise ValueError("`from` must be a location or a non-empty list of non-empty locations")
+    if value == "":
+        raise ValueError("`from` must not be empty")
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+class FieldSpec(BaseModel):
+    """One parsed field: where it comes from, its type, how missing values look, its checks."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     type: FieldType = "string"
+    from_: Location | None = Field(default=None, alias="from")
+    # A timestamp field's own format(s); by default the source timestamp's.
+    format: str | list[str] | None = None
     nullable: bool = False
     null_values: list[str] = Field(default_factory=list)
     replace: dict[str, str] = Field(default_factory=dict)
     checks: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("from_")
+    @classmethod
+    def _located(cls, value: Location | None) -> Location | None:
+        return _check_location(value)
+
+    @field_validator("format")
+    @classmethod
+    def _usable_format(cls, fmt: str | list[str] | None) -> str | list[str] | None:
+        for one in [fmt] if isinstance(fmt, str) else fmt or []:
+            check_format(one)
+        if fmt == []:
+            raise ValueError("give a timestamp format, or a non-empty list of them")
+        return fmt
+
+    @property
+    def formats(self) -> list[str]:
+        """This field's own timestamp formats (empty: the source timestamp's)."""
+        return [] if self.format is None else [self.format] if isinstance(self.format, str) else list(self.format)
+
     @model_validator(mode="after")
     def _usable_checks(self) -> FieldSpec:
+        if self.format is not None and self.type != "timestamp":
+            raise ValueError(f"`format` applies to timestamp fields; this one is {self.type}")
         for name, args in self.checks.items():
             if name not in ALLOWED_CHECKS:
                 raise ValueError(f"unknown check {name!r}; known: {sorted(ALLOWED_CHECKS)}")
@@ -94,18 +151,29 @@ def _compile_everywhere(pattern: str) -> None:
 
 
 class TimestampSpec(BaseModel):
-    """Which captured field holds the event time and how to read it."""
+    """Which field holds the event time and how to read it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     field: str
-    # strftime-style format understood by polars (chrono); `%z` offsets are normalised to UTC.
-    format: str
+    from_: Location | None = Field(default=None, alias="from")
+    # strftime-style format understood by polars (chrono), an epoch format, or a list of them
+    # tried in order; `%z` offsets are normalised to UTC.
+    format: str | list[str]
     # Zone of timestamps written without an offset.
     timezone: str = "UTC"
     # Events may sit this far outside their landing day (clock skew, files that straddle
     # midnight) before they are quarantined as belonging to another day.
     tolerance_minutes: int = Field(default=60, ge=0, le=24 * 60)
+    # `partition`: a format without a year (RFC 3164's `Dec 10 06:55:46`) takes the year that
+    # puts the event nearest its partition's day (so a `Dec 31` line in January's first hour
+    # belongs to the previous year).
+    year: Literal["partition"] | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _located(cls, value: Location | None) -> Location | None:
+        return _check_location(value)
 
     @field_validator("timezone")
     @classmethod
@@ -118,14 +186,39 @@ class TimestampSpec(BaseModel):
 
     @field_validator("format")
     @classmethod
-    def _usable_format(cls, fmt: str) -> str:
-        if "%" not in fmt:
-            raise ValueError(f"timestamp format {fmt!r} has no % directives")
+    def _usable_format(cls, fmt: str | list[str]) -> str | list[str]:
+        formats = [fmt] if isinstance(fmt, str) else fmt
+        if not formats:
+            raise ValueError("give a timestamp format, or a non-empty list of them")
+        for one in formats:
+            check_format(one)
         return fmt
+
+    @model_validator(mode="after")
+    def _year_known(self) -> TimestampSpec:
+        yearless = [fmt for fmt in self.formats if not has_year(fmt)]
+        if yearless and self.year is None:
+            raise ValueError(
+                f"timestamp format {yearless[0]!r} has no year (%Y, %y, ...): add the year to the format, "
+                "or set `year: partition` to take it from the partition's data date"
+            )
+        if self.year == "partition" and not yearless:
+            raise ValueError("`year: partition` applies to formats without a year; every format here has one")
+        return self
+
+    @property
+    def formats(self) -> list[str]:
+        """The formats, tried in order."""
+        return [self.format] if isinstance(self.format, str) else list(self.format)
+
+    @property
+    def format_label(self) -> str:
+        """The formats as written in check names: `parses_as_timestamp(<label>)`."""
+        return " | ".join(self.formats)
 
 
 class SourceSpec(BaseModel):
-    """A named log source: line pattern with named groups, timestamp, fields, budget, metrics."""
+    """A named log source: line format, timestamp, fields, error budget, daily metrics."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -133,19 +226,36 @@ class SourceSpec(BaseModel):
     description: str = ""
     first_day: dt.date
     error_budget: float = Field(default=0.01, ge=0.0, le=1.0)
-    pattern: str
+    # The preset this source was built from (informational: `pipeline sources list`).
+    preset: str | None = None
+    # In a `PIPELINE_SOURCES_FILE`: this entry replaces the built-in source of the same name.
+    replaces: bool = False
+    format: FormatSpec = Field(default_factory=RegexFormat)
+    pattern: str | None = None
     record_start: str | None = None
     timestamp: TimestampSpec
     fields: dict[str, FieldSpec]
     daily_metrics: dict[str, str]
+    volume: VolumeSpec = VolumeSpec()
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
-        # The name becomes a DuckDB schema, an asset key prefix and a path segment.
+        # The name becomes a schema, an asset key prefix and a path segment.
         if not SOURCE_NAME.match(name):
             raise ValueError(f"source name {name!r} must match {SOURCE_NAME.pattern}")
+        if name in RESERVED_NAMES:
+            raise ValueError(
+                f"source name {name!r} is reserved (it names a DuckDB catalog or schema, or a folder of the "
+                f"lake or output store: {', '.join(sorted(RESERVED_NAMES))}); choose another name"
+            )
         return name
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_shorthand(cls, value: object) -> object:
+        # `format: json` is short for `format: {type: json}`.
+        return {"type": value} if isinstance(value, str) else value
 
     @field_validator("pattern", "record_start")
     @classmethod
@@ -156,23 +266,40 @@ class SourceSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceSpec:
-        groups = set(re.compile(self.pattern).groupindex)
-        if self.timestamp.field not in groups:
-            raise ValueError(f"timestamp field {self.timestamp.field!r} is not a named group of the pattern")
+        if self.pattern is not None and self.format.type != "regex":
+            raise ValueError(
+                f"`pattern` applies to the regex format only; a {self.format.type} source reads fields with `from`"
+            )
+        self.format.check_source(self)
+        for name in [self.timestamp.field, *self.fields]:
+            if not FIELD_NAME.match(name):
+                raise ValueError(
+                    f"field name {name!r} must match {FIELD_NAME.pattern} (it becomes a column); rename it"
+                    + ("" if self.format.type == "regex" else " and set `from` to the name in the record")
+                )
+        for name, field in self.fields.items():
+            yearless = [fmt for fmt in field.formats if not has_year(fmt)]
+            if yearless and self.timestamp.year is None:
+                raise ValueError(
+                    f"fields.{name}.format: {yearless[0]!r} has no year (%Y, %y, ...): add it, or set "
+                    "`timestamp.year: partition` to take years from the partition's data date"
+                )
         declared = set(self.fields)
-        missing = declared - groups
-        if missing:
-            raise ValueError(f"fields {sorted(missing)} are declared but not captured by the pattern")
         clash = (declared | {self.timestamp.field}) & RESERVED_COLUMNS
         if clash:
             raise ValueError(f"fields {sorted(clash)} clash with columns the pipeline adds")
         if self.timestamp.field in declared:
             raise ValueError(f"{self.timestamp.field!r} is the timestamp; do not declare it under fields")
         for name in self.daily_metrics:
-            if not SOURCE_NAME.match(name):
-                raise ValueError(f"daily metric name {name!r} must match {SOURCE_NAME.pattern}")
+            if not SOURCE_NAME.match(name) or name == "partition_date":
+                raise ValueError(
+                    f"daily metric name {name!r} must match {SOURCE_NAME.pattern} (and not be partition_date)"
+                )
         if not self.daily_metrics:
             raise ValueError("declare at least one daily metric")
+        check_metrics(
+            self.timestamp.field, {name: field.type for name, field in self.fields.items()}, self.daily_metrics
+        )
         return self
 
     @property
@@ -185,33 +312,40 @@ class SourceSpec(BaseModel):
         """Parsed columns in table order: the timestamp first, then the declared fields."""
         return [self.timestamp.field, *self.fields]
 
+    def locations(self) -> dict[str, list[str]]:
+        """Where each column's value comes from, by key (`timestamp`, `fields.NAME`): the
+        format's locations (`from`, as a list), by default the column's own name."""
+
+        def listed(value: Location | None, default: str) -> list[str]:
+            if value is None:
+                return [default]
+            return [value] if isinstance(value, str) else list(value)
+
+        found = {"timestamp": listed(self.timestamp.from_, self.timestamp.field)}
+        found |= {f"fields.{name}": listed(field.from_, name) for name, field in self.fields.items()}
+        return found
+
+    def column_locations(self) -> dict[str, list[str]]:
+        """`locations()` keyed by column name (the timestamp field, then the fields)."""
+        by_key = self.locations()
+        return {self.timestamp.field: by_key["timestamp"], **{name: by_key[f"fields.{name}"] for name in self.fields}}
+
+    def explicit_from(self) -> dict[str, bool]:
+        """Which keys (`timestamp`, `fields.NAME`) set `from`."""
+        found = {"timestamp": self.timestamp.from_ is not None}
+        return found | {f"fields.{name}": field.from_ is not None for name, field in self.fields.items()}
+
 
 DEFAULT_SOURCES_FILE = Path(__file__).with_name("sources.yaml")
 
 
 def load_sources(path: Path = DEFAULT_SOURCES_FILE) -> dict[str, SourceSpec]:
-    """Read and validate every source declared in `path`.
+    """Read and validate every source declared in one file (presets applied).
 
-    Raises `SourceConfigError` naming the file, the source and the problem.
+    Raises `SourceConfigError` naming the file, the source, the key and the problem. See
+    `pipeline.sources.catalog` for the deployment's sources (built-in ones plus
+    `PIPELINE_SOURCES_FILE`).
     """
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise SourceConfigError(f"cannot read source definitions from {path}: {error}") from error
-    if not isinstance(document, dict) or not isinstance(document.get("sources"), dict):
-        raise SourceConfigError(f"{path}: expected a mapping with a 'sources' key")
-    specs: dict[str, SourceSpec] = {}
-    for name, body in document["sources"].items():
-        if not isinstance(body, dict):
-            raise SourceConfigError(f"{path}: source {name!r} must be a mapping")
-        try:
-            specs[name] = SourceSpec(name=name, **body)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in issue['loc']) or 'source'}: {issue['msg']}"
-                for issue in error.errors()
-            )
-            raise SourceConfigError(f"{path}: source {name!r} is invalid: {problems}") from None
-    if not specs:
-        raise SourceConfigError(f"{path}: no sources declared")
-    return specs
+    from pipeline.sources.catalog import read_source_file
+
+    return read_source_file(path)

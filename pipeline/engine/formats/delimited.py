@@ -1,0 +1,210 @@
+"""`delimited`: columns split by a separator (AWS ALB/ELB, CloudFront and IIS W3C, S3 logs).
+
+A column is bare (`GET`), quoted (`"GET / HTTP/1.1"`, when `quote` is set; `escape` + quote
+or escape + escape inside stand for the character, and an escape equal to the quote means a
+doubled quote) or bracketed (`[10/Oct/2000:13:55:36 -0700]`, when `brackets` is set); quotes
+and brackets are removed from the value. Columns are named by `columns`, or by the `header`
+line (W3C's `#Fields: date time c-ip ...`, names separated by spaces or tabs) last seen in the
+file: a file may change its layout at each header (IIS does after every restart). Header and
+comment lines are ignored (counted in `lines_ignored`), and a record before any header fails
+`follows_a_header`.
+
+A record with fewer columns than `min_columns` (default: all), or that cannot be split into
+columns (an unterminated quote, anywhere in the record), fails `matches_format`; a column of
+the layout beyond the record's last is NULL; columns after the layout's last are ignored, or
+fail `matches_format` with `extra_columns: quarantine`. A field whose column the layout lacks
+is NULL.
+
+Every step is one polars pass over the batch, whatever the number of layouts in it: each line
+is joined with its layout (a small table of the batch's header lines) when header lines are
+dropped; a record is split into its columns once (one `str.split` without quotes or
+brackets; else a capture-free regex checking the record and one `extract_all`); each field is
+then a lookup at the position its column has in the record's layout.
+
+Example (`docs/sources.md`): `preset: aws_alb`, `preset: cloudfront`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import polars as pl
+
+from pipeline.engine.formats import LINE_DETAIL, LINE_PROBLEM, RecordFormat, joined
+from pipeline.engine.records import TEXT
+from pipeline.sources.formats import MAX_COLUMNS, DelimitedFormat
+from pipeline.sources.spec import SourceSpec
+
+LAYOUT = "__layout"
+_NAMES = "__names"
+# Characters some writers leave around header names (a zero-width space in CloudFront's RTMP
+# logs, a byte-order mark).
+_INVISIBLE = "\u200b\ufeff"
+_NO_HEADER = "no header line before it in its file"
+
+
+class DelimitedRecords(RecordFormat):
+    """Columns by name, through the layout in force at each record."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self.options: DelimitedFormat = spec.format  # type: ignore[assignment]
+        self.locations = spec.column_locations()
+        self.parts = list(dict.fromkeys(part for parts in self.locations.values() for part in parts))
+        # Per file: the layout the next batch starts with (id, column names; NULL names
+        # before any header line), and the next id to give a header line.
+        self.current = pl.DataFrame({LAYOUT: [0], _NAMES: [self.options.columns]}, schema=_LAYOUTS)
+        self.next_id = 1
+
+    def for_file(self) -> DelimitedRecords:
+        return DelimitedRecords(self.spec)
+
+    def prepare(self, lines: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Drop header and comment lines; give every other line its layout, resolved: the
+        column count, the columns required, and where each location is (columns that travel
+        with the line, also when a multi-line record is carried into the next batch)."""
+        header, comment = self.options.header, self.options.comment
+        text = pl.col(TEXT)
+        is_header = text.str.starts_with(header) if header else pl.lit(False)
+        is_comment = text.str.starts_with(comment) if comment else pl.lit(False)
+        # Each line's layout: the id of the last header line before it in this batch, or the
+        # layout the batch starts with.
+        seen = is_header.cast(pl.Int64).cum_sum()
+        start = self.current[LAYOUT][0]
+        flagged = lines.with_columns(
+            is_header.alias("__header"),
+            (is_comment | is_header).alias("__skip"),
+            pl.when(seen > 0).then(seen + (self.next_id - 1)).otherwise(pl.lit(start, dtype=pl.Int64)).alias(LAYOUT),
+        )
+        headers = flagged.filter(pl.col("__header")).select(LAYOUT, _header_names(header or "").alias(_NAMES))
+        layouts = pl.concat([self.current, headers.cast(_LAYOUTS)])  # type: ignore[arg-type]
+        if headers.height:
+            self.next_id += headers.height
+            self.current = layouts.tail(1)
+        kept = flagged.filter(~pl.col("__skip")).drop("__header", "__skip")
+        resolved = kept.join(self._layout_table(layouts), on=LAYOUT, how="left", maintain_order="left")
+        return resolved.drop(LAYOUT), lines.height - kept.height
+
+    def extract(self, records: pl.DataFrame) -> pl.DataFrame:
+        frame = self._split(records)
+        found = pl.col("__values").list.len()
+        enough = found >= pl.col("__minimum")
+        fits = pl.lit(self.options.extra_columns == "ignore") | (found <= pl.col("__count"))
+        in_format = pl.col("__split") & enough & fits
+        has_layout = pl.col("__count").is_not_null()
+
+        def value(part: str) -> pl.Expr:
+            return pl.col("__values").list.get(pl.col(f"__at_{self.parts.index(part)}"), null_on_oob=True)
+
+        return frame.select(
+            *(joined([value(part) for part in parts]).alias(name) for name, parts in self.locations.items()),
+            pl.when(~has_layout)
+            .then(pl.lit("follows_a_header"))
+            .when(~in_format)
+            .then(pl.lit("matches_format"))
+            .alias(LINE_PROBLEM),
+            pl.when(~has_layout).then(pl.col("__why")).alias(LINE_DETAIL),
+        )
+
+    def _layout_table(self, layouts: pl.DataFrame) -> pl.DataFrame:
+        """One row per layout: its column count, the columns it requires, why it is unusable
+        (or NULL), and where each location of the source is in it (NULL: absent)."""
+        names = pl.col(_NAMES)
+        count = names.list.len()
+        usable = names.is_not_null() & (count > 0) & (count <= MAX_COLUMNS)
+        minimum = pl.min_horizontal(pl.lit(self.options.min_columns), count) if self.options.min_columns else count
+        why = (
+            pl.when(names.is_null())
+            .then(pl.lit(_NO_HEADER))
+            .when(count == 0)
+            .then(pl.lit("the header line before it names no columns"))
+            .otherwise(pl.format(f"the header line before it names {{}} columns (at most {MAX_COLUMNS})", count))
+        )
+        positions = [
+            names.list.eval(pl.arg_where(pl.element() == part).first()).list.first().cast(pl.Int64).alias(f"__at_{i}")
+            for i, part in enumerate(self.parts)
+        ]
+        return layouts.select(
+            LAYOUT,
+            pl.when(usable).then(count).alias("__count"),
+            pl.when(usable).then(minimum).alias("__minimum"),
+            pl.when(~usable).then(why).alias("__why"),
+            *positions,
+        )
+
+    def _split(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with `__values` (each column's value: quotes and brackets removed, escapes
+        decoded) and `__split` (the record splits into columns)."""
+        separator, quote, escape, brackets = (self.options.separator, self.options.quote,
+                                              self.options.escape, self.options.brackets)  # fmt: skip
+        if quote is None and brackets is None:
+            return frame.with_columns(
+                pl.col(TEXT).str.split(separator).alias("__values"), pl.lit(True).alias("__split")
+            )
+        # A capture-free regex (one DFA pass) says whether the record is a sequence of well
+        # formed columns; `extract_all` of "a column and the separator after it" then finds
+        # them left to right (a column's first character decides its kind, so both agree);
+        # the steps after that run once over all the batch's columns together. A record ending
+        # with the separator has one more, empty, column. On ALB lines this is about twice as
+        # fast as one capture group per column.
+        token = _token(separator, quote, escape, brackets)
+        sep = re.escape(separator)
+        frame = frame.with_columns(
+            pl.col(TEXT).str.contains(f"^{token}(?:{sep}{token})*$").alias("__split"),
+            pl.col(TEXT).str.extract_all(f"{token}(?:{sep}|$)").alias("__values"),
+        )
+        # Decoding escapes is rare work: only in batches that hold the escape character at all.
+        decode = quote is not None and escape is not None and bool(frame[TEXT].str.contains(escape, literal=True).any())
+        value = pl.element().str.strip_suffix(separator)
+        if quote is not None:
+            inner = value.str.slice(1, value.str.len_chars() - 2)
+            if decode and escape == quote:
+                inner = inner.str.replace_all(quote * 2, quote, literal=True)
+            elif decode and escape is not None:
+                # escape+escape and escape+quote each stand for their second character, in one
+                # left-to-right pass; any other sequence (ALB's `\x5C`) stays as written.
+                inner = inner.str.replace_all(f"{re.escape(escape)}([{re.escape(escape)}{re.escape(quote)}])", "${1}")
+            value = pl.when(value.str.starts_with(quote)).then(inner).otherwise(value)
+        if brackets is not None:
+            inner = value.str.slice(1, value.str.len_chars() - 2)
+            value = pl.when(value.str.starts_with(brackets[0])).then(inner).otherwise(value)
+        empty_last = pl.when(pl.col(TEXT).str.ends_with(separator)).then(pl.lit([""])).otherwise(pl.lit([]))
+        return frame.with_columns(
+            pl.concat_list(pl.col("__values").list.eval(value), empty_last.cast(pl.List(pl.String))).alias("__values")
+        )
+
+
+_LAYOUTS = {LAYOUT: pl.Int64, _NAMES: pl.List(pl.String)}
+
+
+def _header_names(prefix: str) -> pl.Expr:
+    """The column names of header lines: after `prefix`, separated by spaces or tabs, without
+    invisible characters around them."""
+    names = pl.col(TEXT).str.strip_prefix(prefix).str.replace_all(r"\s+", " ").str.strip_chars(" ").str.split(" ")
+    return names.list.eval(pl.element().str.strip_chars(_INVISIBLE)).list.eval(pl.element().filter(pl.element() != ""))
+
+
+@cache
+def _token(separator: str, quote: str | None, escape: str | None, brackets: str | None) -> str:
+    """A regex matching one column: quoted, bracketed, or bare (possibly empty)."""
+    sep = re.escape(separator)
+    alternatives = []
+    starts = [separator]
+    if quote is not None:
+        q = re.escape(quote)
+        if escape is None:
+            alternatives.append(f"{q}[^{q}]*{q}")
+        elif escape == quote:
+            alternatives.append(f"{q}(?:[^{q}]|{q}{q})*{q}")
+        else:
+            e = re.escape(escape)
+            alternatives.append(f"{q}(?:[^{q}{e}]|{e}(?s:.))*{q}")
+        starts.append(quote)
+    if brackets is not None:
+        opening, closing = (re.escape(char) for char in brackets)
+        alternatives.append(f"{opening}[^{closing}]*{closing}")
+        starts.append(brackets[0])
+    not_start = "".join(re.escape(char) for char in starts)
+    alternatives.append(f"(?:[^{not_start}][^{sep}]*)?")
+    return "(?:" + "|".join(alternatives) + ")"
