@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks import baselines, components
+from benchmarks import baselines, components, formats
 from benchmarks.workload import BAD_LINE_RATE, DAY, generate_day, ingest_day
 from pipeline.cli.generate import generate_landing_zone
 from pipeline.engine.landing import list_partition
@@ -77,6 +77,7 @@ def lenient_sources(root: Path) -> Path:
     document = yaml.safe_load(DEFAULT_SOURCES_FILE.read_text())
     for body in document["sources"].values():
         body["error_budget"] = 0.05
+        body["replaces"] = True  # PIPELINE_SOURCES_FILE adds to the built-in sources
     path = root / "sources.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -384,6 +385,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["component_duckdb_native_load"]["unit"] = "rows"
     results["throughput"] = figures
     results["ingest_ceiling"] = ingest_ceiling(figures, os.cpu_count() or 1)
+    if not args.skip_formats:
+        results["formats"] = formats.measure(work / "formats", per_hour * 24, args.repeat)
 
     if not args.skip_memory:
         memory: dict[str, Any] = {"1x": probe_memory(day_root, "access")}
@@ -516,6 +519,8 @@ def report(results: dict[str, Any]) -> list[str]:
             f"  pickup/queue/{daemon['runs']} run(s)/completion lag (s)",
             f"{daemon['pickup_s']:.0f}/{daemon['queued_s']:.0f}/{daemon['runs_s']:.0f}/{daemon['completion_lag_s']:.0f}",
         )
+    for name, value, target, met in formats.report_rows(results.get("formats", {})):
+        row(name, value, target, met)
     machine = results["machine"]
     start, end = results.get("load_average_at_start"), results.get("load_average_at_end")
     lines.append("-" * 82)
@@ -556,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-memory", action="store_true", help="skip the 1x/10x peak-memory probes")
     parser.add_argument("--skip-backfill", action="store_true", help="skip both 30-partition backfills")
     parser.add_argument("--skip-daemon", action="store_true", help="skip the daemon-driven backfill only")
+    parser.add_argument("--skip-formats", action="store_true", help="skip the parse of each line format (formats.py)")
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dagster import Definitions
 
 from pipeline.orchestration.assets import build_source_assets
-from pipeline.orchestration.jobs import daily_job, freshness_checks, freshness_sensor
+from pipeline.orchestration.jobs import daily_job, freshness_checks, freshness_sensor, rejudge_job
+from pipeline.orchestration.maintenance import build_lake_maintenance
+from pipeline.orchestration.observability import build_pushgateway_sweeper, build_run_failure_metrics
 from pipeline.orchestration.operations import OperationsSettings
 from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.schedules import build_completeness_schedule, build_daily_schedule
@@ -37,9 +39,12 @@ def build_definitions() -> Definitions:
         checks.extend(source_checks)
         job = daily_job(spec, source_checks)
         jobs.append(job)
+        jobs.append(rejudge_job(spec, source_checks))
         schedules.append(build_daily_schedule(spec, job, operations))
         schedules.append(build_completeness_schedule(spec, job, operations))
         sensors.append(build_landing_sensor(spec, job, operations))
+    schedules.append(build_pushgateway_sweeper(specs, operations))
+    schedules.append(build_lake_maintenance(specs, operations))
     sensors.extend(
         [
             freshness_sensor(checks, operations),
@@ -48,6 +53,7 @@ def build_definitions() -> Definitions:
             build_failure_notifier(operations),
             build_success_notifier(specs, operations),
             build_backfill_guard(specs, operations),
+            build_run_failure_metrics(specs),
         ]
     )
     return Definitions(

@@ -17,7 +17,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {
     "PIPELINE_LANDING_URL": "data/landing",
     "PIPELINE_OUTPUT_URL": "data/output",
-    "PIPELINE_WAREHOUSE": "data/warehouse.duckdb",
+    "PIPELINE_LAKE_URL": "data/lake",
+}
+# Settings of earlier builds that now mean something else: refused with what to use instead,
+# rather than ignored (a deployment still setting one would quietly write somewhere new).
+RETIRED = {
+    "PIPELINE_WAREHOUSE": "the single DuckDB file is gone: the tables are Delta tables under PIPELINE_LAKE_URL "
+    "(default data/lake, or s3://bucket/prefix); unset PIPELINE_WAREHOUSE (README, 'Tables')",
 }
 
 
@@ -51,18 +57,22 @@ def resolve_local(value: str) -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where raw files land, where objects are written, and the warehouse file."""
+    """Where raw files land, where objects are written, and where the lake's tables are."""
 
     landing_url: str
     output_url: str
-    warehouse: str
+    lake_url: str
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read `PIPELINE_*` variables, falling back to the local defaults."""
-        values = {name: os.environ.get(name) or default for name, default in DEFAULTS.items()}
+        env = os.environ if environ is None else environ
+        for name, why in RETIRED.items():
+            if env.get(name, "").strip():
+                raise SettingsError(f"{name} is no longer used: {why}")
+        values = {name: env.get(name, "").strip() or default for name, default in DEFAULTS.items()}
         return cls(
             landing_url=values["PIPELINE_LANDING_URL"],
             output_url=values["PIPELINE_OUTPUT_URL"],
-            warehouse=values["PIPELINE_WAREHOUSE"],
+            lake_url=values["PIPELINE_LAKE_URL"],
         )

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated landing zone, output store, warehouse and Dagster instance."""
+"""Shared fixtures: an isolated landing zone, output store, lake and Dagster instance."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, instance_for_test
 
@@ -34,7 +33,7 @@ class PipelineEnv:
 
     landing: Path
     output: Path
-    warehouse: Path
+    lake: Path
 
     def definitions(self) -> Definitions:
         """Definitions built from the environment this fixture set."""
@@ -43,9 +42,21 @@ class PipelineEnv:
         return build_definitions()
 
     def query(self, sql: str, parameters: list[object] | None = None) -> list[tuple[object, ...]]:
-        """Run a read-only query against the warehouse."""
-        with duckdb.connect(str(self.warehouse), read_only=True) as connection:
+        """Run a query over the lake, the documented way (`pipeline.query.connect`)."""
+        from pipeline.query import connect
+
+        with connect() as connection:
             return connection.execute(sql, parameters or []).fetchall()
+
+    def attempts(self, source: str, partition_day: str | None = None) -> list[dict[str, object]]:
+        """The `loads` rows of a source (of one day), oldest first."""
+        where = f" WHERE partition_date = '{partition_day}'" if partition_day else ""
+        from pipeline.query import connect
+
+        with connect() as connection:
+            cursor = connection.execute(f"SELECT * FROM {source}.loads{where} ORDER BY partition_date, attempt")
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def manifest(self, source: str, day: str) -> dict[str, object]:
         """The stats manifest of a partition."""
@@ -55,11 +66,12 @@ class PipelineEnv:
 @pytest.fixture
 def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PipelineEnv:
     """Point every PIPELINE_* setting at a fresh temporary folder."""
-    env = PipelineEnv(tmp_path / "landing", tmp_path / "output", tmp_path / "warehouse.duckdb")
+    env = PipelineEnv(tmp_path / "landing", tmp_path / "output", tmp_path / "lake")
     env.landing.mkdir()
     monkeypatch.setenv("PIPELINE_LANDING_URL", str(env.landing))
     monkeypatch.setenv("PIPELINE_OUTPUT_URL", str(env.output))
-    monkeypatch.setenv("PIPELINE_WAREHOUSE", str(env.warehouse))
+    monkeypatch.setenv("PIPELINE_LAKE_URL", str(env.lake))
+    monkeypatch.delenv("PIPELINE_WAREHOUSE", raising=False)
     monkeypatch.delenv("PIPELINE_SOURCES_FILE", raising=False)
     return env
 
@@ -81,13 +93,15 @@ def materialize_range(
 ) -> ExecuteInProcessResult:
     """Materialize `selection` (default: all assets) for the days start..end in one run,
     exactly as `dagster asset materialize --partition-range` does."""
-    job = defs.resolve_implicit_global_asset_job_def()
-    if selection is not None:
-        from dagster import AssetKey
+    from dagster import AssetKey
 
-        job = job.get_subset(asset_selection={AssetKey.from_user_string(key) for key in selection})
+    job = defs.resolve_implicit_global_asset_job_def()
+    # The selection is recorded on the run, as for a UI or CLI launch (the notifications and the
+    # run-failure metrics name the run's sources from it); a job subset would not record it.
+    keys = [AssetKey.from_user_string(key) for key in selection] if selection is not None else None
     return job.execute_in_process(
         instance=instance,
+        asset_selection=keys,
         tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end or start},
         raise_on_error=raise_on_error,
     )

@@ -6,9 +6,8 @@ import gzip
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline_tests.conftest import PipelineEnv, day, materialize_range
@@ -27,9 +26,9 @@ def materializations(result, key: str) -> dict[str, dict[str, object]]:
 
 
 def check_results(result) -> dict[str, object]:
-    """Asset check evaluations of a run, by `asset:check`."""
+    """Asset check evaluations of a run, by `asset:check:day`."""
     return {
-        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}": evaluation
+        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}:{evaluation.partition}": evaluation
         for evaluation in result.get_asset_check_evaluations()
     }
 
@@ -52,7 +51,7 @@ def test_week_loads_exact_counts_and_metadata(pipeline_env: PipelineEnv, instanc
         assert events["lines_read"] == partition.lines
         assert events["continuation_lines"] == partition.continuation_lines
         assert events["files"] == partition.files
-        assert events["hours_present"] == list(partition.hours_present)
+        assert events["hours_present"] == len(partition.hours_present)
         assert events["quarantine_rate"] == pytest.approx(partition.bad_records / partition.records, abs=1e-6)
         assert dlq["dagster/row_count"] == partition.bad_records
         assert pipeline_env.query(
@@ -68,16 +67,34 @@ def test_week_loads_exact_counts_and_metadata(pipeline_env: PipelineEnv, instanc
         assert events["manifest"] == str(pipeline_env.output / "manifests" / partition.source / f"{key}.json")
         metrics = materializations(result, f"{partition.source}/daily_metrics")[key]
         assert metrics["dagster/row_count"] == 1
+        assert metrics["day"] == key
+        # The day's audit row says the same.
+        (attempt,) = pipeline_env.attempts(partition.source, key)
+        assert (attempt["status"], attempt["rows_loaded"], attempt["rows_quarantined"]) == (
+            "loaded",
+            expected_loaded,
+            partition.bad_records,
+        )
+        assert attempt["run_id"] == result.run_id
+        assert attempt["definition_version"] == events["definition_version"]
 
     # The demo default removes hour 04 of the third access day: the operator is told.
     access_third = pipeline_env.manifest("access", "2024-01-17")
     assert access_third["missing_hours"] == [4]
     assert "23 of 24 hours present; missing: 04" in access_third["summary"]
+    assert materializations(result, "access/events")["2024-01-17"]["missing_hours"] == "04"
     checks = check_results(result)
-    assert checks["access/events:quarantine_rate"].passed
-    assert not checks["access/events:hours_complete"].passed
-    assert checks["access/events:hours_complete"].metadata["missing_hours"].value == {"2024-01-17": [4]}
-    assert checks["app/events:hours_complete"].passed
+    # One result per check (quarantine_rate, hours_complete, volume_normal) and day, tied to its partition.
+    assert len(checks) == 2 * 3 * 3
+    volume = checks["access/events:volume_normal:2024-01-17"]
+    assert volume.passed and volume.description == "2024-01-17: no previous Wednesdays loaded (3 needed); not judged"
+    assert all(
+        checks[f"{source}/events:quarantine_rate:{d.isoformat()}"].passed for source in ("access", "app") for d in DAYS
+    )
+    assert not checks["access/events:hours_complete:2024-01-17"].passed
+    assert checks["access/events:hours_complete:2024-01-17"].metadata["missing_hours"].value == "04"
+    assert checks["access/events:hours_complete:2024-01-16"].passed
+    assert checks["app/events:hours_complete:2024-01-17"].passed
 
 
 def test_daily_metrics_match_events(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
@@ -115,7 +132,7 @@ def test_empty_day_materializes_with_zero_counts(pipeline_env: PipelineEnv, inst
             assert metadata["2024-01-15"]["dagster/row_count"] > 0, (source, asset)
         events = materializations(result, f"{source}/events")["2024-01-16"]
         assert events["files"] == 0
-        assert events["missing_hours"] == list(range(24))
+        assert (events["missing_hours"], events["missing_hours_count"]) == ("all 24 hours", 24)
         manifest = pipeline_env.manifest(source, "2024-01-16")
         assert manifest["status"] == "empty"
         assert manifest["summary"] == f"{source} 2024-01-16: No log files found for 2024-01-16."
@@ -165,7 +182,7 @@ def table_snapshot(env: PipelineEnv, source: str) -> dict[str, list[tuple[object
     return {
         "events": env.query(f"SELECT * EXCLUDE (run_id) FROM {source}.events ORDER BY ALL"),
         "dlq": env.query(f"SELECT * EXCLUDE (run_id, quarantined_at) FROM {source}.dlq ORDER BY ALL"),
-        "daily_metrics": env.query(f"SELECT * FROM {source}.daily_metrics ORDER BY ALL"),
+        "daily_metrics": env.query(f"SELECT * EXCLUDE (run_id) FROM {source}.daily_metrics ORDER BY ALL"),
     }
 
 
@@ -200,11 +217,12 @@ def test_rerun_drops_rows_of_removed_files(pipeline_env: PipelineEnv, instance: 
     shutil.rmtree(hour_folder)
     result = materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
     assert pipeline_env.query("SELECT count(*) FROM access.events")[0][0] == before - removed
-    assert materializations(result, "access/events")["2024-01-15"]["missing_hours"] == [3]
+    assert materializations(result, "access/events")["2024-01-15"]["missing_hours"] == "03"
 
 
 def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
-    """A day with more bad lines than the 1% budget fails the blocking check; metrics do not run."""
+    """A day with more bad lines than the 1% budget fails its blocking check; its metrics are not
+    computed, and the step fails with a sentence naming the day."""
     generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=50, bad_line_rate=0.05)
     result = materialize_range(
         pipeline_env.definitions(),
@@ -213,43 +231,91 @@ def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, i
         selection=["access/events", "access/dlq", "access/daily_metrics"],
         raise_on_error=False,
     )
-    check = check_results(result)["access/events:quarantine_rate"]
+    assert not result.success
+    check = check_results(result)["access/events:quarantine_rate:2024-01-15"]
     assert not check.passed
     rate = check.metadata["quarantine_rate"].value
     assert rate > 0.01
-    assert check.metadata["days_over_budget"].value == ["2024-01-15"]
     failed_checks = check.metadata["failed_checks"].value
     assert sum(failed_checks.values()) >= pipeline_env.manifest("access", "2024-01-15")["rows_quarantined"]
     assert len(check.metadata["sample_quarantined"].value) == 5
     assert materializations(result, "access/daily_metrics") == {}
     # The rows are still loaded and quarantined: the check stops what is built on them.
     assert materializations(result, "access/events")["2024-01-15"]["rows_quarantined"] > 0
-    with duckdb.connect(str(pipeline_env.warehouse), read_only=True) as connection:
-        assert connection.execute("SELECT count(*) FROM access.daily_metrics").fetchone() == (0,)
+    assert pipeline_env.query("SELECT count(*) FROM access.daily_metrics") == [(0,)]
+    # What an operator reads first: the verdict, and the reasons as a table, not JSON.
+    verdict = materializations(result, "access/events")["2024-01-15"]["verdict"]
+    assert verdict.startswith(f"✗ {rate:.2%} quarantined > 1.00% budget; top rule `")
+    assert "daily_metrics blocked" in verdict and "runbook, *Reading the DLQ*" in verdict
+    by_rule = materializations(result, "access/dlq")["2024-01-15"]["quarantined_by_rule"]
+    assert sum(record.data["rows"] for record in by_rule.records) == sum(failed_checks.values())
+    assert [column.name for column in by_rule.schema.columns] == ["rule", "rows", "share"]
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("1 of 1 day(s) of access above the 1.00% error budget: 2024-01-15 (")
+    assert failure.step_failure_data.user_failure_data.metadata["days_over_budget"].value == ["2024-01-15"]
+
+
+def test_a_bad_day_blocks_only_its_own_metrics(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """In a range run, the days within budget get their metrics; the bad one does not, and its
+    check failure stays tied to its own partition."""
+    generate_landing_zone(
+        pipeline_env.landing, [DAYS[0], DAYS[2]], sources=["access"], lines_per_hour=50, bad_line_rate=0.002
+    )
+    generate_landing_zone(pipeline_env.landing, [DAYS[1]], sources=["access"], lines_per_hour=50, bad_line_rate=0.05)
+    result = materialize_range(
+        pipeline_env.definitions(),
+        instance,
+        "2024-01-15",
+        "2024-01-17",
+        selection=["access/events", "access/dlq", "access/daily_metrics"],
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert sorted(materializations(result, "access/daily_metrics")) == ["2024-01-15", "2024-01-17"]
+    assert sorted(materializations(result, "access/events")) == ["2024-01-15", "2024-01-16", "2024-01-17"]
+    assert pipeline_env.query("SELECT partition_date::VARCHAR FROM access.daily_metrics ORDER BY 1") == [
+        ("2024-01-15",),
+        ("2024-01-17",),
+    ]
+    key = AssetCheckKey(AssetKey(["access", "events"]), "quarantine_rate")
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+    verdicts = {record.partition: record.status.value for record in history}
+    assert verdicts == {"2024-01-15": "SUCCEEDED", "2024-01-16": "FAILED", "2024-01-17": "SUCCEEDED"}
 
 
 def test_failure_writes_a_failed_manifest_and_changes_nothing(
-    pipeline_env: PipelineEnv, instance: DagsterInstance
+    pipeline_env: PipelineEnv, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When a partition fails, its manifest says so and the warehouse keeps the previous rows."""
+    """When a partition fails mid-load, its manifest and its `loads` row say so, and the tables
+    keep the previous load's rows."""
+    from pipeline.engine import ingest
+
     generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=10)
     defs = pipeline_env.definitions()
     materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
     before = table_snapshot(pipeline_env, "access")
-    # Make the load fail mid-partition: the events table no longer has the declared columns.
-    with duckdb.connect(str(pipeline_env.warehouse)) as connection:
-        connection.execute("ALTER TABLE access.events ADD COLUMN surprise INTEGER")
+    original = ingest.file_batches
+
+    def breaks_on_the_third_hour(landed, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if landed.hour == 2:
+            raise OSError("disk on fire")
+        yield from original(landed, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "file_batches", breaks_on_the_third_hour)
     result = materialize_range(
         defs, instance, "2024-01-15", selection=["access/events", "access/dlq"], raise_on_error=False
     )
     assert not result.success
     manifest = pipeline_env.manifest("access", "2024-01-15")
     assert manifest["status"] == "failed"
-    assert "SchemaMismatchError" in manifest["error"]
+    assert manifest["error"] == "OSError: disk on fire"
     assert manifest["summary"].startswith("access 2024-01-15: FAILED")
-    with duckdb.connect(str(pipeline_env.warehouse)) as connection:
-        connection.execute("ALTER TABLE access.events DROP COLUMN surprise")
     assert table_snapshot(pipeline_env, "access") == before
+    first, second = pipeline_env.attempts("access", "2024-01-15")
+    assert (first["status"], second["status"], second["attempt"]) == ("loaded", "failed", 2)
+    assert "disk on fire" in second["error_traceback"]
+    assert second["rows_loaded"] == 0
 
 
 def test_range_run_records_each_days_own_metadata(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
@@ -276,9 +342,9 @@ def test_each_day_is_listed_once_and_loaded_as_listed(
     """One listing per day serves the fingerprint and the read: a file landing in between is
     not loaded, and the recorded fingerprint (what the landing sensor compares) describes
     exactly the files that were."""
+    from pipeline.engine import ingest as ingest_module
     from pipeline.engine import landing_state as landing_state_module
     from pipeline.engine.objects import LocalObjectStore
-    from pipeline.orchestration import assets as assets_module
 
     generate_landing_zone(pipeline_env.landing, DAYS[:2], sources=["access"], lines_per_hour=20)
     listed: list[str] = []
@@ -298,7 +364,7 @@ def test_each_day_is_listed_once_and_loaded_as_listed(
         return state
 
     monkeypatch.setattr(LocalObjectStore, "list", counting_list)
-    monkeypatch.setattr(assets_module, "landing_state", state_then_a_file_lands)
+    monkeypatch.setattr(ingest_module, "landing_state", state_then_a_file_lands)
     result = materialize_range(
         pipeline_env.definitions(), instance, "2024-01-15", "2024-01-16", selection=["access/events", "access/dlq"]
     )
@@ -306,8 +372,9 @@ def test_each_day_is_listed_once_and_loaded_as_listed(
     day_prefixes = [prefix for prefix in listed if prefix.startswith("access/dt=")]
     assert sorted(day_prefixes) == ["access/dt=2024-01-15/", "access/dt=2024-01-16/"]
     assert pipeline_env.query("SELECT count(*) FROM access.events WHERE source_file LIKE '%late.log'") == [(0,)]
-    monkeypatch.undo()
     recorded = materializations(result, "access/events")["2024-01-16"]["landing_fingerprint"]
+    assert pipeline_env.attempts("access", "2024-01-16")[0]["landing_fingerprint"] == recorded
+    monkeypatch.undo()
     now = landing_state_module.landing_state(LocalObjectStore(pipeline_env.landing), "access", DAYS[1])
     late.unlink()
     as_loaded = landing_state_module.landing_state(LocalObjectStore(pipeline_env.landing), "access", DAYS[1])

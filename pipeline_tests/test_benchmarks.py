@@ -61,3 +61,5 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert "peak RSS 10x / 1x" in completed.stdout
     assert "ceiling: regex + append alone" in completed.stdout and "ingest / DuckDB alone" in completed.stdout
     assert "partitions, daemon (s)" in completed.stdout and "load average" in completed.stdout
+    # The format rows (benchmarks/formats.py): the same volume as the access row.
+    assert results["formats"]["json"]["lines"] == 4800 and "parse json (" in completed.stdout

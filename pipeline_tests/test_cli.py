@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
@@ -75,7 +74,7 @@ def test_demo_command_prints_a_readable_summary(pipeline_env: PipelineEnv, dagst
     """The README's first command: sample logs, a week of both sources, a summary per day."""
     completed = run(sys.executable, "-m", "pipeline.cli.main", "demo", "--lines-per-hour", "20")
     out = completed.stdout
-    assert "3/3 Summary (from the manifests):" in out
+    assert "3/3 Summary (from the loads table):" in out
     day_lines = [line.split() for line in out.splitlines() if line.strip().startswith(("access ", "app "))]
     assert len(day_lines) == 14
     assert all(parts[2] == "loaded" for parts in day_lines), out
@@ -96,14 +95,14 @@ def test_invalid_partition_key_is_refused(pipeline_env: PipelineEnv, dagster_hom
     )
     assert completed.returncode != 0
     assert "2024-02-30" in completed.stdout + completed.stderr
-    assert not pipeline_env.warehouse.exists()
+    assert not pipeline_env.lake.exists()
 
 
 def test_a_cli_run_killed_mid_partition_does_not_block_the_next(pipeline_env: PipelineEnv, dagster_home: Path) -> None:
     """Fault: `dagster asset materialize` is SIGKILLed (its whole process group, step worker
-    included) while it is loading a day. Expected: nothing of the killed run is left in the
-    warehouse, and the next CLI run of the same pool starts at once (no concurrency slot or
-    file lock survives the dead process) and leaves exactly the rows of a clean run."""
+    included) while it is loading a day. Expected: nothing of the killed run is visible in the
+    lake, and the next CLI run of the same pool starts at once (no concurrency slot or day lock
+    survives the dead process) and leaves exactly the rows of a clean run."""
     generated = generate_landing_zone(pipeline_env.landing, [day("2024-01-15")], sources=["access"], lines_per_hour=40)
     expected_events = generated[0].records - generated[0].bad_records
     dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipeline.definitions"]
@@ -119,23 +118,22 @@ def test_a_cli_run_killed_mid_partition_does_not_block_the_next(pipeline_env: Pi
         start_new_session=True,
     )
     try:
-        # Wait until the step is loading batches, i.e. inside the day's transaction.
+        # Wait until the step is loading the day: it holds the day's lock.
+        lock = pipeline_env.lake / "access" / "_locks" / "2024-01-15.lock"
         deadline = time.monotonic() + 180
-        assert victim.stdout is not None
-        for line in victim.stdout:
-            if "batch of access/dt=2024-01-15" in line:
-                break
+        while not lock.exists():
+            assert victim.poll() is None, "the run ended before it was killed"
             assert time.monotonic() < deadline, "the run never started loading"
-        else:
-            pytest.fail("the run ended before it was killed")
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the slowed load (0.5 s per 4 KiB batch)
+        assert victim.poll() is None, "the run ended before it was killed"
     finally:
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=60)
 
-    # The killed day's transaction left nothing behind.
-    with duckdb.connect(str(pipeline_env.warehouse), read_only=True) as connection:
-        assert connection.execute("SELECT count(*) FROM access.events").fetchone() == (0,)
-        assert connection.execute("SELECT count(*) FROM access.dlq").fetchone() == (0,)
+    # The killed load left nothing a reader can see.
+    assert pipeline_env.query("SELECT count(*) FROM access.events") == [(0,)]
+    assert pipeline_env.query("SELECT count(*) FROM access.dlq") == [(0,)]
 
     started = time.monotonic()
     run(*dagster, *selection)

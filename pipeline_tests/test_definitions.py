@@ -9,8 +9,8 @@ from pipeline.definitions import build_definitions
 
 
 def test_steps_run_in_the_run_worker_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A day's steps are one chain behind one warehouse writer: a process per step would only add
-    # its start-up (~3 s each) to every run of a backfill.
+    # A run is one step per source: a process per step would only add its start-up (~3 s each)
+    # to every run of a backfill.
     monkeypatch.delenv("PIPELINE_STEP_EXECUTOR", raising=False)
     assert build_definitions().executor is in_process_executor
 

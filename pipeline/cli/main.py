@@ -1,21 +1,27 @@
-"""The `pipeline` command: run the demo, generate sample data, summarise manifests.
+"""The `pipeline` command: the demo, sample data, and reading the lake.
 
 pipeline demo                      # sample landing zone + a week of both sources + summary
 pipeline generate --start 2024-01-15 --days 7
 pipeline summary --start 2024-01-15 --end 2024-01-21
+pipeline query "SELECT partition_date, count(*) FROM access.events GROUP BY 1 ORDER BY 1"
+pipeline history --source access --day 2024-01-17
+pipeline lake maintain             # compact, vacuum, repair (what the weekly job does)
+pipeline dlq rejudge --source app --start 2024-01-15 --end 2024-01-21   # after fixing a definition
+pipeline sources list              # the loaded sources and where each is defined
+pipeline sources check SOURCE FILE [FILE ...]   # try a definition on sample files (see --help)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cli import generate
+from pipeline.cli import generate, lake_commands
+from pipeline.cli import sources as sources_command
 from pipeline.settings import PROJECT_ROOT, Settings, resolve_local
 from pipeline.sources import configured_sources
 
@@ -31,42 +37,6 @@ def _local_dir(url: str, variable: str) -> Path:
     if "://" in url:
         raise SystemExit(f"{variable}={url}: the demo writes sample files locally only; unset it to use the default")
     return resolve_local(url)
-
-
-def summarise(start: dt.date, end: dt.date) -> list[str]:
-    """Lines of a table built from the manifests of every source and day in [start, end]."""
-    output = _local_dir(Settings.from_env().output_url, "PIPELINE_OUTPUT_URL")
-    header = (
-        f"{'source':<8} {'day':<10} {'status':<7} {'rows loaded':>11} {'quarantined':>11} {'rate':>7}  missing hours"
-    )
-    lines = [header, "-" * len(header)]
-    for source in configured_sources():
-        day = start
-        while day <= end:
-            path = output / "manifests" / source / f"{day.isoformat()}.json"
-            if not path.exists():
-                lines.append(f"{source:<8} {day.isoformat():<10} {'-':<7} {'no manifest: not run yet':>31}")
-            else:
-                manifest = json.loads(path.read_text())
-                missing = manifest["missing_hours"]
-                missing_text = (
-                    "none"
-                    if not missing
-                    else "all 24"
-                    if len(missing) == 24
-                    else ", ".join(f"{h:02d}" for h in missing)
-                )
-                if manifest["status"] == "failed":
-                    # Its load was rolled back: the warehouse holds what an earlier run left.
-                    figures = f"{'-':>11} {'-':>11} {'-':>7}"
-                else:
-                    figures = (
-                        f"{manifest['rows_loaded']:>11,} {manifest['rows_quarantined']:>11,} "
-                        f"{manifest['quarantine_rate']:>7.2%}"
-                    )
-                lines.append(f"{source:<8} {day.isoformat():<10} {manifest['status']:<7} {figures}  {missing_text}")
-            day += dt.timedelta(days=1)
-    return lines
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -107,17 +77,29 @@ def demo(args: argparse.Namespace) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(completed.stdout)
     print(f"    full Dagster log: {log_path}")
-    print("3/3 Summary (from the manifests):")
-    for line in summarise(days[0], days[-1]):
+    print("3/3 Summary (from the loads table):")
+    for line in lake_commands.summary_lines(days[0], days[-1]):
         print("    " + line)
     if completed.returncode != 0:
         print(f"The Dagster run failed (exit {completed.returncode}); see {log_path}", file=sys.stderr)
         return completed.returncode
+    example = (
+        "SELECT partition_date, count(*) AS rows, count(DISTINCT client) AS clients "
+        "FROM access.events GROUP BY 1 ORDER BY 1"
+    )
+    print(f'\nQuery the tables with DuckDB SQL: pipeline query "{example}"')
+    print(lake_commands.render_query(example))
     print(
-        f"\nWarehouse: {resolve_local(settings.warehouse)} (schemas: {', '.join(configured_sources())}).\n"
+        f"\nLake: {resolve_local(settings.lake_url)} (Delta tables per source: {', '.join(configured_sources())}).\n"
         f"Browse the runs: DAGSTER_HOME={environment['DAGSTER_HOME']} .venv/bin/dagster dev"
     )
     return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from pipeline.cli import dlq
+
+    return dlq.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,19 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="generate sample logs, materialize a week, print a summary")
     demo_parser.add_argument("--lines-per-hour", type=int, default=200, help="lines per source and hour (default 200)")
     commands.add_parser("generate", help="write a sample landing zone (see --help)", add_help=False)
-    summary_parser = commands.add_parser("summary", help="print per-day figures from the manifests")
-    summary_parser.add_argument("--start", type=_date, required=True)
-    summary_parser.add_argument("--end", type=_date, required=True)
+    lake_commands.add_parsers(commands, _date)
+    commands.add_parser("sources", help="list sources, or check one on sample files (see --help)", add_help=False)
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["generate"]:
         return generate.main(argv[1:])
+    if argv[:1] == ["sources"]:
+        return sources_command.main(argv[1:])
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args)
-    for line in summarise(args.start, args.end):
-        print(line)
-    return 0
+    handlers = {
+        "demo": demo,
+        "query": lake_commands.query,
+        "summary": lake_commands.summary,
+        "history": lake_commands.history,
+        "lake": lake_commands.lake,
+        "dlq": _dlq,
+    }
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

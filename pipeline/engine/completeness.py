@@ -7,18 +7,20 @@ Every exit path writes a backfill stats manifest, `{output}/backfills/{source}/{
 notification repeats: "access: Recovered 3 hours for 2024-01-20..26 (...)", "access: No
 missing hours in 2024-01-20..26.", "access: Still missing in 2024-01-20..26: ...".
 
-A day's state comes from its own stats manifest (written by every ingest, whatever its
-outcome) and from a listing of its landing folder now; nothing here knows about Dagster.
+A day's state comes from its latest attempt in the `loads` table (every attempt, whatever
+its outcome, has a row there) and from a listing of its landing folder now; nothing here
+knows about Dagster.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.engine.ingest import manifest_key
+from pipeline.engine.lake.loads import SEALING_STATUSES, LoadRecord
 from pipeline.engine.landing import HOURS
 from pipeline.engine.landing_state import landing_state
 from pipeline.engine.objects import ObjectStore
@@ -80,20 +82,15 @@ def read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
         return None
 
 
-def read_day_manifest(output: ObjectStore, source: str, day: dt.date) -> dict[str, Any] | None:
-    """The stats manifest of one partition, or None if the day was never processed."""
-    return read_json(output, manifest_key(source, day))
-
-
 @dataclass
 class DayReport:
     """One day of a window: what was missing when scanned, and what the re-run changed."""
 
     day: str
-    # Status of the day's manifest when scanned (loaded, empty, failed), None if never processed.
+    # Status of the day's latest attempt when scanned (loaded, empty, failed), None if never processed.
     status_before: str | None
-    # Hours not in the warehouse when scanned: the manifest's missing hours, or all 24 for a
-    # day that was never processed or whose last run failed.
+    # Hours not in the lake when scanned: the latest attempt's missing hours, or all 24 for a
+    # day that was never processed or whose last attempt failed.
     missing_before: list[int]
     # Of those, the hours that have files now: the day is re-run to load them.
     arrived: list[int]
@@ -238,10 +235,11 @@ def scan_window(
     end: dt.date,
     *,
     landing: ObjectStore,
-    output: ObjectStore,
+    attempts: Mapping[str, LoadRecord],
     scanned_at: dt.datetime,
 ) -> CompletenessReport:
-    """Compare each day's manifest with what has landed now; plan the re-runs.
+    """Compare each day's latest attempt (`attempts`, by day, from `loads`) with what has
+    landed now; plan the re-runs.
 
     The report's status is `complete` (no hour missing), `still_missing` (hours missing,
     none arrived) or `requested` (some days must be re-run); `scanned_at` is an audit stamp.
@@ -251,12 +249,12 @@ def scan_window(
     days: list[DayReport] = []
     day = start
     while day <= end:
-        manifest = read_day_manifest(output, source, day)
-        status_before = manifest["status"] if manifest else None
-        if manifest is None or status_before == "failed":
+        attempt = attempts.get(day.isoformat())
+        status_before = attempt.status if attempt else None
+        if attempt is None or status_before not in SEALING_STATUSES:
             missing_before = list(HOURS)
         else:
-            missing_before = [int(hour) for hour in manifest["missing_hours"]]
+            missing_before = [int(hour) for hour in attempt.missing_hours]
         present = set(landing_state(landing, source, day).hours_present) if missing_before else set()
         arrived = [hour for hour in missing_before if hour in present]
         days.append(DayReport(day.isoformat(), status_before, missing_before, arrived, rerun=bool(arrived)))
@@ -286,12 +284,12 @@ def finish_window(
     report: CompletenessReport,
     outcomes: dict[str, RunOutcome],
     *,
-    output: ObjectStore,
+    attempts: Mapping[str, LoadRecord],
     finished_at: dt.datetime,
 ) -> CompletenessReport:
-    """Record what the re-runs did, from each re-run day's manifest.
+    """Record what the re-runs did, from each re-run day's latest attempt (`attempts`).
 
-    A day counts as recovered only if its manifest was written by one of the window's runs
+    A day counts as recovered only if its latest attempt was made by one of the window's runs
     with a loaded or empty status; the hours recovered are the planned ones now present.
     """
     run_ids = {outcome.run_id for outcome in outcomes.values()}
@@ -300,17 +298,17 @@ def finish_window(
             day.still_missing = list(day.missing_before)
             continue
         outcome = outcomes.get(day.day)
-        manifest = read_day_manifest(output, report.source, dt.date.fromisoformat(day.day))
+        attempt = attempts.get(day.day)
         if (
             outcome is not None
             and outcome.succeeded
-            and manifest is not None
-            and manifest["run_id"] in run_ids
-            and manifest["status"] in ("loaded", "empty")
+            and attempt is not None
+            and attempt.run_id in run_ids
+            and attempt.status in SEALING_STATUSES
         ):
-            present = {int(hour) for hour in manifest["hours_present"]}
-            day.outcome = manifest["status"]
-            day.run_id = manifest["run_id"]
+            present = {int(hour) for hour in attempt.hours_present}
+            day.outcome = attempt.status
+            day.run_id = attempt.run_id
             day.recovered = [hour for hour in day.missing_before if hour in present]
             day.still_missing = [hour for hour in day.missing_before if hour not in present]
         else:

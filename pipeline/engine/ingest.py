@@ -1,108 +1,106 @@
-"""Ingest one partition (a source and a data date): list, stream, parse, validate, load.
+"""Load one partition (a source and a data date): list, stream, parse, validate, replace the day.
 
 The data date is a parameter; nothing here reads the wall clock for data logic (the clock
-only times the work and stamps `quarantined_at`, which the caller passes in). The day's
-rows are replaced in one transaction, and a stats manifest is written on every exit path:
-loaded, empty, or failed.
+only times the work and stamps `started_at`/`quarantined_at`). A day is replaced whole:
+
+1. under the day's lock (`lake.locks`: two writers of one day never interleave), the files
+   are parsed on worker threads while this thread writes the valid rows and the quarantined
+   ones into new Parquet files of `events` and `dlq` (bounded memory; nothing is visible yet);
+2. the day is committed table by table: `events`, `dlq`, then `daily_metrics`, computed by
+   DuckDB from the events just committed when the day is within its error budget, removed
+   otherwise (a bad day blocks its own metrics, never another day's);
+3. the attempt's row is appended to `loads`: that append *seals* the day. Readers see a day
+   as its last sealing load left it (`lake.snapshot`), so a kill between two commits never
+   shows a half-replaced day;
+4. the stats manifest is written from that row, on every exit path (loaded, empty, failed).
+
+An attempt that fails after some commits puts those tables' day back as the last seal left
+it, so the raw tables are consistent again too, and records itself as `failed`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import queue
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
-from pipeline.engine.landing import HOURS, LandedFile, PartitionListing, list_partition
+from pipeline.engine.lake import Lake, LoadRecord
+from pipeline.engine.lake.files import DayFileWriter
+from pipeline.engine.lake.loads import EMPTY, FAILED, LOADED, sealed_by_day
+from pipeline.engine.lake.schemas import metrics_select
+from pipeline.engine.lake.snapshot import day_dataset
+from pipeline.engine.lake.tables import SourceTables
+from pipeline.engine.landing import LandedFile
+from pipeline.engine.landing_state import LandingState, landing_state
 from pipeline.engine.objects import ObjectStore
 from pipeline.engine.parse import JUDGE_ROWS, ParsedBatch, PartitionParser, PendingValidation, quarantine_entry
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, FileReadError, iter_line_batches, open_log
-from pipeline.engine.warehouse import Warehouse
 from pipeline.sources.spec import SourceSpec
+from pipeline.sources.version import definition_version
 
 logger = logging.getLogger(__name__)
+Log = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
 
 SAMPLE_SIZE = 5
-# Files parsed at once: one per core keeps both cores busy while this thread loads.
+# Files parsed at once: one per core keeps both cores busy while this thread writes.
 DEFAULT_PARSE_WORKERS = min(4, os.cpu_count() or 1)
+_TRACEBACK_LINES = 12
 
 
-@dataclass
-class PartitionStats:
-    """Everything one partition run did; the manifest and the Dagster metadata are built from it."""
+@dataclass(frozen=True)
+class RunInfo:
+    """Who is loading: the run, the run it retries (its root), the job; and the audit stamp of
+    its quarantined rows (not data logic: the data date is the partition)."""
 
-    source: str
-    partition_date: str
     run_id: str
-    status: str = "running"  # loaded | empty | failed
-    files: int = 0
-    bytes_read: int = 0
-    lines_read: int = 0
-    lines_ignored: int = 0
-    continuation_lines: int = 0
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_quarantined: int = 0
-    quarantine_rate: float = 0.0
-    error_budget: float = 0.01
-    hours_present: list[int] = field(default_factory=list)
-    missing_hours: list[int] = field(default_factory=list)
-    ignored_objects: list[str] = field(default_factory=list)
-    failed_checks: dict[str, int] = field(default_factory=dict)
-    sample_quarantined: list[dict[str, object]] = field(default_factory=list)
-    duration_s: float = 0.0
-    error: str | None = None
-    manifest: str | None = None
-    summary: str = ""
+    quarantined_at: dt.datetime
+    root_run_id: str | None = None
+    job_name: str | None = None
 
-    @property
-    def within_error_budget(self) -> bool:
-        """Whether the share of quarantined rows is at most the source's error budget, from the
-        exact counts (`quarantine_rate` is rounded to 6 places: on a day of millions of rows it
-        reads 1% when the share is a hair above)."""
-        return self.rows_quarantined <= Decimal(str(self.error_budget)) * self.rows_read
 
-    def sentence(self) -> str:
-        """One human sentence saying what happened to this partition."""
-        day = self.partition_date
-        if self.status == "failed":
-            return (
-                f"{self.source} {day}: FAILED after reading {self.lines_read:,} lines from {self.files} files; "
-                f"nothing was changed for this day (transaction rolled back). Error: {self.error}"
-            )
-        if self.status == "empty":
-            return f"{self.source} {day}: No log files found for {day}."
-        hours = f"{len(self.hours_present)} of 24 hours present"
-        if self.missing_hours:
-            hours += "; missing: " + ", ".join(f"{hour:02d}" for hour in self.missing_hours)
-        return (
-            f"{self.source} {day}: {self.rows_loaded:,} rows loaded, {self.rows_quarantined:,} quarantined "
-            f"({self.quarantine_rate:.2%}) from {self.files} files; {hours}."
-        )
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to load: batch size, parse threads, throttle, and whether an unchanged day may be
+    skipped (a retry resumes at the first day not yet loaded)."""
 
-    def to_json(self) -> str:
-        """The manifest document."""
-        document = asdict(self)
-        document["within_error_budget"] = self.within_error_budget
-        document["summary"] = self.sentence()
-        return json.dumps(document, indent=2, default=str, sort_keys=False)
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    parse_workers: int = DEFAULT_PARSE_WORKERS
+    sleep_between_batches_s: float = 0.0
+    # Skip a day whose last sealing load was made by this run or another run of its family
+    # (same root run: retries and re-executions) from the same landing files under the same
+    # definition. `skip_unchanged_days` extends that to any earlier run.
+    resume: bool = True
+    skip_unchanged_days: bool = False
 
 
 def manifest_key(source: str, day: dt.date) -> str:
     """Where a partition's manifest lives in the output store."""
     return f"manifests/{source}/{day.isoformat()}.json"
+
+
+@dataclass
+class IngestResult:
+    """What `ingest_partition` did: the attempt's record, the day's metrics row (empty when
+    none was written), and whether the day was skipped because it was already loaded from
+    the same files (then `record` is that earlier load)."""
+
+    record: LoadRecord
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
 
 
 def ingest_partition(
@@ -111,177 +109,377 @@ def ingest_partition(
     *,
     landing: ObjectStore,
     output: ObjectStore,
-    warehouse: Warehouse,
-    run_id: str,
-    quarantined_at: dt.datetime,
-    listing: PartitionListing | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    parse_workers: int = DEFAULT_PARSE_WORKERS,
-    sleep_between_batches_s: float = 0.0,
-    on_progress: Callable[[PartitionStats], None] | None = None,
-    log: logging.Logger | logging.LoggerAdapter = logger,  # type: ignore[type-arg]
-) -> PartitionStats:
-    """Replace one day of one source in the warehouse from the files of its landing folder.
-
-    The day's files are `listing` when the caller already listed them (`landing_state`), else
-    listed here. Files are parsed on `parse_workers` threads while this thread loads the
-    batches into the warehouse (one writer); `on_progress` is called with the running stats
-    after each batch, and `sleep_between_batches_s` throttles the load. Returns the partition's stats;
-    the manifest is written whatever happens, and any error is re-raised after it has been
-    recorded.
-    """
-    started = time.perf_counter()
-    stats = PartitionStats(
-        source=spec.name, partition_date=day.isoformat(), run_id=run_id, error_budget=spec.error_budget
+    lake: Lake,
+    run: RunInfo,
+    options: IngestOptions = IngestOptions(),
+    state: LandingState | None = None,
+    on_progress: Callable[[LoadRecord], None] | None = None,
+    log: Log = logger,
+) -> IngestResult:
+    """Replace one day of one source from the files of its landing folder (see the module
+    docstring). `state` is the day's listing when the caller already took it. Returns the
+    attempt's record; on failure the attempt is recorded (row and manifest) and the error
+    re-raised."""
+    record = LoadRecord(
+        source=spec.name,
+        partition_date=day.isoformat(),
+        run_id=run.run_id,
+        definition_version=definition_version(spec),
+        error_budget=spec.error_budget,
+        started_at=dt.datetime.now(dt.UTC),
+        root_run_id=run.root_run_id or run.run_id,
+        job_name=run.job_name,
+        manifest=output.location(manifest_key(spec.name, day)),
     )
-    failed_checks: Counter[str] = Counter()
+    started = time.perf_counter()
+    tables = lake.tables(spec)
+    day_load: _DayLoad | None = None
     try:
-        if listing is None:
-            listing = list_partition(landing, spec.name, day)
-        stats.files = len(listing.files)
-        stats.hours_present = listing.hours_present
-        stats.missing_hours = listing.missing_hours
-        stats.ignored_objects = listing.ignored_objects
-        log.info(
-            "ingest %s %s: %d files in %d of 24 hours from %s/%s (chunk %d bytes)",
-            spec.name,
-            day,
-            stats.files,
-            len(stats.hours_present),
-            landing.url,
-            spec.name,
-            chunk_bytes,
-        )
-        for ignored in listing.ignored_objects:
-            log.warning("ingest %s %s: ignoring %s (not an hour folder's .log/.log.gz file)", spec.name, day, ignored)
-        parser = PartitionParser(spec, day)
-        with warehouse.connect(log=log) as connection:
-            Warehouse.configure_for_load(connection)
-            warehouse.ensure_tables(connection, spec)
-            connection.execute("BEGIN TRANSACTION")
-            try:
-                Warehouse.delete_partition(connection, spec, day)
-                load = _PartitionLoad(
-                    connection, parser, stats, failed_checks, run_id, quarantined_at, on_progress, log
+        tables.ensure(log)
+        if state is None:
+            state = landing_state(landing, spec.name, day)
+        _record_listing(record, state, log)
+        with lake.day_lock(spec.name, day, owner=run.run_id, log=log) as lock:
+            history = tables.read_loads([day])
+            record.attempt = max((item.attempt for item in history), default=0) + 1
+            previous = sealed_by_day(history).get(day.isoformat())
+            if previous is not None and _may_skip(previous, record, options):
+                log.info(
+                    "%s %s: skipped, already loaded by run %s (attempt %d, %s) from the same %d files under "
+                    "definition %s",
+                    spec.name,
+                    day,
+                    previous.run_id,
+                    previous.attempt,
+                    previous.status,
+                    previous.files,
+                    previous.definition_version,
                 )
-                files: dict[str, _FileProgress] = {}
-                # Closed on any exit: an error must also stop the parse threads, or they wait on
-                # the full hand-over queue and the process never exits.
-                batches = parsed_batches(listing.files, parser, landing, chunk_bytes, parse_workers, log, load.pending)
-                with closing(batches):
-                    for landed, batch in batches:
-                        progress = files.get(landed.key)
-                        if progress is None:
-                            progress = files[landed.key] = _FileProgress()
-                        if batch is None:
-                            stats.bytes_read += landed.size
-                            progress.log_done(log, landed.key)
-                            continue
-                        load.batch(batch)
-                        progress.add(batch)
-                        log.debug(
-                            "batch of %s: %d lines, %d loaded, %d quarantined, %d held",
-                            landed.key,
-                            batch.lines_read,
-                            batch.events.height,
-                            batch.quarantined.height,
-                            batch.held,
-                        )
-                        if load.pending.count >= JUDGE_ROWS:
-                            load.judge_pending()
-                        if sleep_between_batches_s > 0:
-                            # Throttle: leave the warehouse and the machine room between batches.
-                            time.sleep(sleep_between_batches_s)
-                if load.pending.count:
-                    load.judge_pending()
-                connection.execute("COMMIT")
-            except BaseException:
-                # Nothing this run loaded stays: its row figures say so (lines_read keeps how far
-                # it got), rather than counts of rows that were rolled back.
-                stats.rows_loaded = stats.rows_quarantined = 0
-                stats.sample_quarantined = []
-                failed_checks.clear()
-                connection.execute("ROLLBACK")
-                raise
-        stats.rows_read = stats.rows_loaded + stats.rows_quarantined
-        stats.quarantine_rate = round(stats.rows_quarantined / stats.rows_read, 6) if stats.rows_read else 0.0
-        stats.status = "loaded" if stats.files else "empty"
+                _write_manifest(output, previous, log)
+                return IngestResult(previous, skipped=True)
+            day_load = _DayLoad(tables, spec, day, record, previous, run, lock, log)
+            day_load.write_files(state, landing, options, on_progress)
+            day_load.commit()
+            record.status = LOADED if record.files else EMPTY
+            _finish(record, started)
+            tables.append_loads([record])
     except BaseException as error:
-        stats.status = "failed"
-        stats.error = f"{type(error).__name__}: {error}"
-        log.exception("ingest %s %s failed", spec.name, day)
+        if day_load is not None:
+            day_load.undo(error)
+        _record_failure(record, error, started)
+        log.exception("load %s %s failed", spec.name, day)
+        try:
+            tables.append_loads([record])
+        except Exception:
+            # The failure stays visible in the run, its log and the manifest; never mask it.
+            log.exception("could not record the failed attempt of %s %s in %s", spec.name, day, tables.uri("loads"))
+        _write_manifest(output, record, log)
         raise
-    finally:
-        stats.rows_read = stats.rows_loaded + stats.rows_quarantined
-        stats.failed_checks = dict(failed_checks.most_common())
-        stats.duration_s = round(time.perf_counter() - started, 3)
-        stats.summary = stats.sentence()
-        _write_manifest(output, spec.name, day, stats, log)
-    log.info("%s (%.2f s, %d lines read)", stats.summary, stats.duration_s, stats.lines_read)
-    return stats
+    _write_manifest(output, record, log)
+    log.info("%s (%.2f s, %d lines read)", record.summary, record.duration_s, record.lines_read)
+    return IngestResult(record, metrics=day_load.metrics if day_load is not None else {})
 
 
-def load_columns(day: dt.date, run_id: str) -> list[pl.Expr]:
-    """The columns the load adds to every parsed row: the partition and the run."""
-    return [pl.lit(day, dtype=pl.Date).alias("partition_date"), pl.lit(run_id, dtype=pl.String).alias("run_id")]
+def _may_skip(previous: LoadRecord, record: LoadRecord, options: IngestOptions) -> bool:
+    same_input = (
+        previous.landing_fingerprint == record.landing_fingerprint
+        and previous.definition_version == record.definition_version
+    )
+    same_family = previous.root_run_id is not None and previous.root_run_id == record.root_run_id
+    return same_input and (options.skip_unchanged_days or (options.resume and same_family))
 
 
-class _PartitionLoad:
-    """The loading side of one partition's transaction: appends each parsed batch to the
-    warehouse, keeps the running stats, and has pandera judge the rows held back."""
+def _record_listing(record: LoadRecord, state: LandingState, log: Log) -> None:
+    listing = state.listing
+    record.files = len(listing.files)
+    record.hours_present = listing.hours_present
+    record.missing_hours = listing.missing_hours
+    record.ignored_objects = listing.ignored_objects
+    record.landing_fingerprint = state.fingerprint
+    for ignored in listing.ignored_objects:
+        log.warning("%s %s: ignoring %s (not an hour folder's .log/.log.gz file)", record.source, record.day, ignored)
+
+
+def _finish(record: LoadRecord, started: float) -> None:
+    record.rows_read = record.rows_loaded + record.rows_quarantined
+    record.quarantine_rate = round(record.rows_quarantined / record.rows_read, 6) if record.rows_read else 0.0
+    record.ended_at = dt.datetime.now(dt.UTC)
+    record.duration_s = round(time.perf_counter() - started, 3)
+    record.summary = record.sentence()
+
+
+def _record_failure(record: LoadRecord, error: BaseException, started: float) -> None:
+    record.status = FAILED
+    # Nothing this attempt wrote stays: its row figures say so (lines_read keeps how far it got).
+    record.rows_loaded = record.rows_quarantined = record.metrics_rows = 0
+    record.sample_quarantined = []
+    record.failed_checks = {}
+    record.events_version = record.dlq_version = record.daily_metrics_version = None
+    record.error = f"{type(error).__name__}: {error}"
+    lines = traceback.format_exception(error)
+    record.error_traceback = "".join(lines[-_TRACEBACK_LINES:])[-4000:]
+    _finish(record, started)
+
+
+class _DayLoad:
+    """The writing side of one attempt: data files, then commits, and how to undo them."""
 
     def __init__(
         self,
-        connection: duckdb.DuckDBPyConnection,
-        parser: PartitionParser,
-        stats: PartitionStats,
-        failed_checks: Counter[str],
-        run_id: str,
-        quarantined_at: dt.datetime,
-        on_progress: Callable[[PartitionStats], None] | None,
-        log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+        tables: SourceTables,
+        spec: SourceSpec,
+        day: dt.date,
+        record: LoadRecord,
+        previous: LoadRecord | None,
+        run: RunInfo,
+        lock: object,
+        log: Log,
     ) -> None:
-        self.connection = connection
-        self.parser = parser
-        self.stats = stats
-        self.failed_checks = failed_checks
-        self.on_progress = on_progress
+        self.tables = tables
+        self.spec = spec
+        self.day = day
+        self.record = record
+        self.previous = previous
+        self.run = run
+        self.lock = lock
         self.log = log
-        # Rows that may fail the schema, from every file: pandera judges them together.
-        self.pending = PendingValidation()
-        name = parser.spec.name
-        self.events_table, self.dlq_table = f'"{name}".events', f'"{name}".dlq'
-        self.constants = load_columns(parser.day, run_id)
-        self.quarantine_constants = [
-            *self.constants,
-            pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
+        # Read now: a replacement of the same day committed after this makes ours fail.
+        self.snapshots = {table: tables.open(table) for table in ("events", "dlq", "daily_metrics")}
+        prefix = f"{record.attempt:04d}-{run.run_id[:8]}"
+        self.writers = {
+            table: DayFileWriter(
+                tables.location.filesystem(tables.uri(table)),
+                tables.schemas[table],
+                day,
+                tables.stats_columns(table),
+                prefix,
+            )
+            for table in ("events", "dlq", "daily_metrics")
+        }
+        self.committed: list[str] = []
+        self.failed_checks: Counter[str] = Counter()
+        self.metrics: dict[str, Any] = {}
+
+    # -- 1. data files --------------------------------------------------------------------
+    def write_files(
+        self,
+        state: LandingState,
+        landing: ObjectStore,
+        options: IngestOptions,
+        on_progress: Callable[[LoadRecord], None] | None,
+    ) -> None:
+        spec, record, log = self.spec, self.record, self.log
+        log.info(
+            "load %s %s (attempt %d): %d files in %d of 24 hours from %s/%s (chunk %d bytes)",
+            spec.name,
+            self.day,
+            record.attempt,
+            record.files,
+            len(record.hours_present),
+            landing.url,
+            spec.name,
+            options.chunk_bytes,
+        )
+        parser = PartitionParser(spec, self.day)
+        pending = PendingValidation()
+        events_columns = [
+            pl.lit(self.day, dtype=pl.Date).alias("partition_date"),
+            pl.lit(self.run.run_id, dtype=pl.String).alias("run_id"),
+        ]
+        dlq_columns = [
+            *events_columns,
+            pl.lit(self.run.quarantined_at, dtype=pl.Datetime("us", "UTC")).alias("quarantined_at"),
         ]
 
-    def batch(self, batch: ParsedBatch) -> None:
-        """Append a batch's events and quarantined rows; count them."""
-        if batch.events.height:
-            Warehouse.insert(self.connection, self.events_table, batch.events.with_columns(self.constants))
-        if batch.quarantined.height:
-            quarantined = batch.quarantined.with_columns(self.quarantine_constants)
-            Warehouse.insert(self.connection, self.dlq_table, quarantined)
-            _count_failures(batch.quarantined, self.failed_checks)
-            _keep_samples(self.stats, batch.quarantined)
-        _add_batch(self.stats, batch)
-        if self.on_progress is not None:
-            self.on_progress(self.stats)
+        def add(batch: ParsedBatch) -> None:
+            if batch.events.height:
+                self.writers["events"].write(batch.events.with_columns(events_columns).to_arrow())
+            if batch.quarantined.height:
+                self.writers["dlq"].write(batch.quarantined.with_columns(dlq_columns).to_arrow())
+                _count_failures(batch.quarantined, self.failed_checks)
+                _keep_samples(record, batch.quarantined)
+            record.lines_read += batch.lines_read
+            record.lines_ignored += batch.lines_ignored
+            record.continuation_lines += batch.continuation_lines
+            record.rows_loaded += batch.events.height
+            record.rows_quarantined += batch.quarantined.height
+            if on_progress is not None:
+                on_progress(record)
 
-    def judge_pending(self) -> None:
-        """Validate the held rows with pandera and load the verdict."""
-        started, held = time.perf_counter(), self.pending.count
-        judged = self.parser.judge(self.pending)
-        self.batch(judged)
-        self.log.info(
-            "schema validation of %d held rows: %d loaded, %d quarantined in %.2f s",
-            held,
-            judged.events.height,
-            judged.quarantined.height,
-            time.perf_counter() - started,
+        def judge() -> None:
+            began, held = time.perf_counter(), pending.count
+            judged = parser.judge(pending)
+            add(judged)
+            log.debug(
+                "schema validation of %d held rows: %d loaded, %d quarantined in %.2f s",
+                held,
+                judged.events.height,
+                judged.quarantined.height,
+                time.perf_counter() - began,
+            )
+
+        files: dict[str, _FileProgress] = {}
+        # Closed on any exit: an error must also stop the parse threads, or they wait on the
+        # full hand-over queue and the process never exits.
+        batches = parsed_batches(
+            state.listing.files, parser, landing, options.chunk_bytes, options.parse_workers, log, pending
         )
+        with closing(batches):
+            for landed, batch in batches:
+                progress = files.setdefault(landed.key, _FileProgress())
+                if batch is None:
+                    record.bytes_read += landed.size
+                    progress.log_done(log, landed.key)
+                    continue
+                add(batch)
+                progress.add(batch)
+                if pending.count >= JUDGE_ROWS:
+                    judge()
+                if options.sleep_between_batches_s > 0:
+                    # Throttle: leave the machine and the object store room between batches.
+                    time.sleep(options.sleep_between_batches_s)
+        if pending.count:
+            judge()
+        record.failed_checks = dict(self.failed_checks.most_common())
+        record.rows_read = record.rows_loaded + record.rows_quarantined
+
+    # -- 2. commits -------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Commit events, dlq and daily_metrics, in that order (the `loads` row follows)."""
+        record = self.record
+        actions = {table: self.writers[table].finish() for table in ("events", "dlq")}
+        for table, version_field in (("events", "events_version"), ("dlq", "dlq_version")):
+            self.lock.ensure_held()  # type: ignore[attr-defined]
+            version = self.tables.replace_day(
+                table,
+                self.day,
+                actions[table],
+                run_id=self.run.run_id,
+                attempt=record.attempt,
+                snapshot=self.snapshots[table],
+            )
+            setattr(record, version_field, version)
+            self.committed.append(table)
+        record.rows_read = record.rows_loaded + record.rows_quarantined
+        metrics = []
+        if record.rows_loaded and record.within_error_budget:
+            events = day_dataset(self.tables, "events", self.day, record.events_version or 0)
+            metrics_rows = compute_daily_metrics(self.spec, events, self.tables.schemas["daily_metrics"])
+            self.writers["daily_metrics"].write(metrics_rows)
+            metrics = self.writers["daily_metrics"].finish()
+            record.metrics_rows = metrics_rows.num_rows
+            self.metrics = metrics_rows.to_pylist()[0] if metrics_rows.num_rows else {}
+        elif record.rows_loaded:
+            self.log.warning(
+                "%s %s: %d of %d rows quarantined is above the %.2f%% error budget: its daily metrics are removed "
+                "until the day is loaded within budget",
+                self.spec.name,
+                self.day,
+                record.rows_quarantined,
+                record.rows_read,
+                100 * self.spec.error_budget,
+            )
+        self.lock.ensure_held()  # type: ignore[attr-defined]
+        record.daily_metrics_version = self.tables.replace_day(
+            "daily_metrics",
+            self.day,
+            metrics,
+            run_id=self.run.run_id,
+            attempt=record.attempt,
+            snapshot=self.snapshots["daily_metrics"],
+        )
+        self.committed.append("daily_metrics")
+
+    # -- on failure -----------------------------------------------------------------------
+    def undo(self, error: BaseException) -> None:
+        """Delete uncommitted files; put the committed tables' day back as the last seal left
+        it. Best effort: whatever cannot be undone, readers still do not see (snapshot.py)."""
+        for writer in self.writers.values():
+            writer.abort()
+        for table in self.committed:
+            try:
+                self.tables.restore_day(
+                    table, self.day, self.previous, run_id=self.run.run_id, attempt=self.record.attempt
+                )
+                self.log.info(
+                    "%s %s: %s put back as run %s left it", self.spec.name, self.day, table, self._previous_run()
+                )
+            except Exception:
+                self.log.exception(
+                    "%s %s: could not put %s back after %s; readers keep seeing the last complete load, and the "
+                    "next load of the day replaces it",
+                    self.spec.name,
+                    self.day,
+                    table,
+                    type(error).__name__,
+                )
+
+    def _previous_run(self) -> str:
+        return self.previous.run_id if self.previous is not None else "no load (empty)"
+
+
+def recompute_daily_metrics(
+    spec: SourceSpec,
+    day: dt.date,
+    *,
+    lake: Lake,
+    run: RunInfo,
+    log: Log = logger,
+) -> tuple[LoadRecord | None, dict[str, Any]]:
+    """Recompute a day's metrics from the events its last sealing load left (no landing
+    files are read), e.g. after a metric was added to the definition. Returns that load and
+    the new metrics row; a day never loaded, or over its error budget, gets none (and any
+    stale row is removed)."""
+    tables = lake.tables(spec)
+    tables.ensure(log)
+    with lake.day_lock(spec.name, day, owner=run.run_id, log=log) as lock:
+        sealed = sealed_by_day(tables.read_loads([day])).get(day.isoformat())
+        rows: pa.Table | None = None
+        if (
+            sealed is not None
+            and sealed.rows_loaded
+            and sealed.within_error_budget
+            and sealed.events_version is not None
+        ):
+            events = day_dataset(tables, "events", day, sealed.events_version)
+            rows = compute_daily_metrics(spec, events, tables.schemas["daily_metrics"])
+        writer = DayFileWriter(
+            tables.location.filesystem(tables.uri("daily_metrics")),
+            tables.schemas["daily_metrics"],
+            day,
+            tables.stats_columns("daily_metrics"),
+            f"metrics-{run.run_id[:8]}",
+        )
+        try:
+            if rows is not None:
+                writer.write(rows)
+            actions = writer.finish()
+            lock.ensure_held()
+            tables.replace_day(
+                "daily_metrics", day, actions, run_id=run.run_id, attempt=sealed.attempt if sealed else 0
+            )
+        except BaseException:
+            writer.abort()
+            raise
+    figures = rows.to_pylist()[0] if rows is not None and rows.num_rows else {}
+    log.info(
+        "%s %s: daily metrics recomputed from run %s's events: %s",
+        spec.name,
+        day,
+        sealed.run_id if sealed else "-",
+        figures,
+    )
+    return sealed, figures
+
+
+def compute_daily_metrics(spec: SourceSpec, events: object, schema: pa.Schema) -> pa.Table:
+    """The day's metrics row from its events (any relation DuckDB can scan: a pyarrow dataset
+    of the committed files), typed as the `daily_metrics` table."""
+    with duckdb.connect() as connection:
+        connection.execute("SET threads = 1")
+        connection.register("day_events", events)
+        result = connection.sql(metrics_select(spec, "SELECT * FROM day_events")).fetch_arrow_table()
+    return result.select(schema.names).cast(schema)
 
 
 @dataclass
@@ -300,8 +498,8 @@ class _FileProgress:
         self.quarantined += batch.quarantined.height
         self.held += batch.held
 
-    def log_done(self, log: logging.Logger | logging.LoggerAdapter, key: str) -> None:  # type: ignore[type-arg]
-        log.info(
+    def log_done(self, log: Log, key: str) -> None:
+        log.debug(
             "file %s: %d lines, %d rows loaded, %d quarantined, %d held for schema validation in %.2f s",
             key,
             self.lines,
@@ -317,12 +515,12 @@ def file_batches(
     parser: PartitionParser,
     landing: ObjectStore,
     chunk_bytes: int,
-    log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    log: Log,
     pending: PendingValidation | None = None,
 ) -> Iterator[ParsedBatch]:
     """Parsed batches of one file; a file that cannot be read to its end ends with a DLQ entry.
     Suspect rows are held in `pending` when given (see `PartitionParser.parse_file`)."""
-    log.info("file %s (%d bytes): reading", landed.key, landed.size)
+    log.debug("file %s (%d bytes): reading", landed.key, landed.size)
     try:
         with landing.open(landed.key) as raw_stream, open_log(raw_stream, landed.gzipped) as stream:
             yield from parser.parse_file(iter_line_batches(stream, chunk_bytes), landed.key, pending)
@@ -340,7 +538,7 @@ def parsed_batches(
     landing: ObjectStore,
     chunk_bytes: int,
     workers: int,
-    log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    log: Log,
     pending: PendingValidation | None = None,
 ) -> Iterator[tuple[LandedFile, ParsedBatch | None]]:
     """Parse `files` on `workers` threads; yield `(file, batch)` as batches are ready and
@@ -395,22 +593,14 @@ def parsed_batches(
         executor.shutdown(wait=True)
 
 
-def _add_batch(stats: PartitionStats, batch: ParsedBatch) -> None:
-    stats.lines_read += batch.lines_read
-    stats.lines_ignored += batch.lines_ignored
-    stats.continuation_lines += batch.continuation_lines
-    stats.rows_loaded += batch.events.height
-    stats.rows_quarantined += batch.quarantined.height
-
-
-def _keep_samples(stats: PartitionStats, quarantined: pl.DataFrame) -> None:
+def _keep_samples(record: LoadRecord, quarantined: pl.DataFrame) -> None:
     """Keep the first few quarantined rows by file and line: the same samples whatever the
     order in which the threads finished."""
     candidates = quarantined.head(SAMPLE_SIZE).select("source_file", "line_number", "reason", "raw_line").to_dicts()
     merged = sorted(
-        [*stats.sample_quarantined, *candidates], key=lambda row: (str(row["source_file"]), int(row["line_number"]))
+        [*record.sample_quarantined, *candidates], key=lambda row: (str(row["source_file"]), int(row["line_number"]))
     )
-    stats.sample_quarantined = merged[:SAMPLE_SIZE]
+    record.sample_quarantined = merged[:SAMPLE_SIZE]
 
 
 def _evidence(
@@ -436,46 +626,25 @@ def _count_failures(quarantined: pl.DataFrame, counter: Counter[str]) -> None:
         counter[rule] += count
 
 
-def write_failed_manifest(
-    spec: SourceSpec,
-    day: dt.date,
-    *,
-    output: ObjectStore,
-    run_id: str,
-    error: BaseException,
-    log: logging.Logger | logging.LoggerAdapter = logger,  # type: ignore[type-arg]
-) -> PartitionStats:
-    """Record a partition that failed before `ingest_partition` could start (which writes the
-    manifest on its own exit paths). A manifest that cannot be written is logged, never
-    allowed to mask `error`."""
-    stats = PartitionStats(
-        source=spec.name,
-        partition_date=day.isoformat(),
-        run_id=run_id,
-        status="failed",
-        error_budget=spec.error_budget,
-        error=f"{type(error).__name__}: {error}",
-    )
-    stats.summary = stats.sentence()
-    _write_manifest(output, spec.name, day, stats, log)
-    return stats
-
-
-def _write_manifest(
-    output: ObjectStore,
-    source: str,
-    day: dt.date,
-    stats: PartitionStats,
-    log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
-) -> None:
-    key = manifest_key(source, day)
+def _write_manifest(output: ObjectStore, record: LoadRecord, log: Log) -> None:
+    """The day's stats manifest, from its `loads` row. A failed day's manifest that cannot be
+    written is logged, never allowed to mask the day's own error."""
+    key = manifest_key(record.source, record.day)
     try:
-        stats.manifest = output.write_atomic(key, stats.to_json().encode())
+        record.manifest = output.write_atomic(key, record.to_manifest().encode())
     except Exception:
-        # Never mask the partition's own outcome; but say loudly that the manifest is missing.
         log.exception("could not write manifest %s to %s", key, output.url)
-        if stats.status != "failed":
+        if record.status != FAILED:
             raise
 
 
-__all__ = ["HOURS", "PartitionStats", "ingest_partition", "load_columns", "manifest_key", "write_failed_manifest"]
+__all__ = [
+    "IngestOptions",
+    "IngestResult",
+    "RunInfo",
+    "compute_daily_metrics",
+    "file_batches",
+    "ingest_partition",
+    "manifest_key",
+    "parsed_batches",
+]

@@ -97,6 +97,10 @@ class ObjectStore(Protocol):
         returns the object's location (path or URL)."""
         ...
 
+    def location(self, key: str) -> str:
+        """Where the object of `key` is (a local path or an s3:// URL), whether or not it exists."""
+        ...
+
 
 class LocalObjectStore:
     """An object store over a local directory."""
@@ -127,6 +131,9 @@ class LocalObjectStore:
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
 
     def write_atomic(self, key: str, data: bytes) -> str:
         path = self._path(key)

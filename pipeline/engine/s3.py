@@ -218,6 +218,10 @@ class S3ObjectStore:
             self._raise("PutObject", full_key, error)
         return f"s3://{self.bucket}/{full_key}"
 
+    def location(self, key: str) -> str:
+        """The object's s3:// URL."""
+        return f"s3://{self.bucket}/{self.full_key(key)}"
+
     def _get(self, full_key: str, **arguments: str) -> dict[str, Any]:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=full_key, **arguments)

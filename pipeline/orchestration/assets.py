@@ -1,49 +1,76 @@
 """The asset factory: every source gets `S/events`, `S/dlq`, `S/daily_metrics` and their checks.
 
-`S/events` and `S/dlq` come out of one step (one pass over the files splits good and bad
-rows). Partition ranges run as one run (`BackfillPolicy.single_run()`, which the CLI's
-`--partition-range` requires), and metadata is attached per partition, so that every day of
-a range gets its own row counts, an empty day 0.
+One step (`S_ingest`) produces the three assets, because the day is the unit: for each day
+of its partition range it replaces the day in the lake (events, DLQ, and the metrics when the
+day is within its error budget), then records that day's materializations and check results
+at once. So in a range run (`BackfillPolicy.single_run()`, which the CLI's
+`--partition-range` requires) every committed day shows as materialized with its own
+metadata even if a later day fails; a retry resumes at the first day not yet loaded; and a
+day over its error budget blocks only its own `daily_metrics`. The step then fails with a
+sentence naming the blocked days.
+
+Selecting only `S/daily_metrics` recomputes the metrics from the events already loaded (no
+landing file is read), e.g. after a metric was added to the definition.
 """
 
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    AssetObservation,
+    AssetMaterialization,
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     Config,
-    MaterializeResult,
+    Failure,
     MetadataValue,
-    asset,
+    PreviewWarning,
     multi_asset,
 )
 from pydantic import Field
 
-from pipeline.engine.ingest import PartitionStats, ingest_partition, write_failed_manifest
-from pipeline.engine.landing_state import landing_state
+from pipeline.engine.ingest import IngestOptions, RunInfo, ingest_partition, recompute_daily_metrics
+from pipeline.engine.lake.loads import LoadRecord
+from pipeline.engine.lake.tables import SourceTables
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
-from pipeline.orchestration.operations import WAREHOUSE_POOL, is_paused
+from pipeline.engine.rejudge import rejudge_partition
+from pipeline.engine.volume import judge_volume
+from pipeline.orchestration.metadata import (
+    CODE_VERSION_TAG,
+    HOURS_COMPLETE_CHECK,
+    QUARANTINE_RATE_CHECK,
+    VOLUME_NORMAL_CHECK,
+    check_evaluations,
+    column_schema,
+    materializations,
+    metrics_metadata,
+    volume_evaluation,
+)
+from pipeline.orchestration.observability import report_attempt
+from pipeline.orchestration.operations import DEFAULT_POOL_LIMIT, LAKE_WRITERS_POOL, is_paused
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
 from pipeline.settings import env_number
 from pipeline.sources.spec import SourceSpec
+from pipeline.sources.version import definition_version
 
-QUARANTINE_RATE_CHECK = "quarantine_rate"
-HOURS_COMPLETE_CHECK = "hours_complete"
-# Metadata key of the landing state a partition was loaded from (see landing_state.py).
-FINGERPRINT_METADATA = "landing_fingerprint"
+__all__ = [
+    "HOURS_COMPLETE_CHECK",
+    "QUARANTINE_RATE_CHECK",
+    "IngestConfig",
+    "build_source_assets",
+    "dlq_key",
+    "events_key",
+    "metrics_key",
+]
 
 
 class IngestConfig(Config):
@@ -58,18 +85,26 @@ class IngestConfig(Config):
     sleep_between_batches_s: float = Field(
         default=env_number(os.environ, "PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S", 0.0, 0.0),
         ge=0.0,
-        description="Pause after each loaded batch, to throttle a backfill "
+        description="Pause after each parsed batch, to throttle a backfill "
         "(default: PIPELINE_INGEST_SLEEP_BETWEEN_BATCHES_S or 0).",
     )
+    skip_unchanged_days: bool = Field(
+        default=False,
+        description="Skip a day already loaded (by any run) from the same landing files under the same "
+        "definition. Retries and re-executions of a run always skip the days it loaded.",
+    )
+    rejudge_dlq: bool = Field(
+        default=False,
+        description="Re-judge the days' quarantined rows through the current definition instead of reading the "
+        "landing files (after fixing a definition, when the files have expired): rows that pass move to events.",
+    )
     progress_interval_s: float = Field(
-        default=10.0,
-        ge=0.0,
-        description="At most one progress log line and observation per partition per this many seconds.",
+        default=10.0, ge=0.0, description="At most one progress log line per partition per this many seconds."
     )
     pause_poll_s: float = Field(
         default=5.0,
         gt=0.0,
-        description="While the warehouse pool is paused (limit 0), how often to look whether it was resumed.",
+        description="While the lake_writers pool is paused (limit 0), how often to look whether it was resumed.",
     )
 
 
@@ -88,110 +123,23 @@ def metrics_key(spec: SourceSpec) -> AssetKey:
     return AssetKey([spec.name, "daily_metrics"])
 
 
-def events_metadata(stats: PartitionStats) -> dict[str, Any]:
-    """Materialization metadata of one `S/events` partition."""
-    return {
-        "dagster/row_count": stats.rows_loaded,
-        "status": stats.status,
-        "summary": stats.summary,
-        "rows_read": stats.rows_read,
-        "rows_loaded": stats.rows_loaded,
-        "rows_quarantined": stats.rows_quarantined,
-        "quarantine_rate": MetadataValue.float(stats.quarantine_rate),
-        "lines_read": stats.lines_read,
-        "lines_ignored": stats.lines_ignored,
-        "continuation_lines": stats.continuation_lines,
-        "files": stats.files,
-        "bytes_read": stats.bytes_read,
-        "hours_present": MetadataValue.json(stats.hours_present),
-        "missing_hours": MetadataValue.json(stats.missing_hours),
-        "duration_s": MetadataValue.float(stats.duration_s),
-        "manifest": MetadataValue.path(stats.manifest or ""),
-    }
-
-
-def dlq_metadata(stats: PartitionStats) -> dict[str, Any]:
-    """Materialization metadata of one `S/dlq` partition."""
-    return {
-        "dagster/row_count": stats.rows_quarantined,
-        "rows_quarantined": stats.rows_quarantined,
-        "failed_checks": MetadataValue.json(stats.failed_checks),
-        "manifest": MetadataValue.path(stats.manifest or ""),
-    }
-
-
-def quarantine_rate_result(spec: SourceSpec, days: Sequence[PartitionStats]) -> AssetCheckResult:
-    """Blocking check: every day of the run is within the source's error budget."""
-    over_budget = [stats.partition_date for stats in days if not stats.within_error_budget]
-    rows_read = sum(stats.rows_read for stats in days)
-    rows_quarantined = sum(stats.rows_quarantined for stats in days)
-    failed_checks: dict[str, int] = {}
-    samples: list[dict[str, object]] = []
-    for stats in days:
-        for rule, count in stats.failed_checks.items():
-            failed_checks[rule] = failed_checks.get(rule, 0) + count
-        samples.extend(stats.sample_quarantined[: max(0, 5 - len(samples))])
-    worst = max(days, key=lambda stats: stats.quarantine_rate)
-    return AssetCheckResult(
-        asset_key=events_key(spec),
-        check_name=QUARANTINE_RATE_CHECK,
-        passed=not over_budget,
-        severity=AssetCheckSeverity.ERROR,
-        description=(
-            f"{len(over_budget)} day(s) above the {spec.error_budget:.2%} error budget: {', '.join(over_budget)}"
-            if over_budget
-            else f"All {len(days)} day(s) within the {spec.error_budget:.2%} error budget"
-        ),
-        metadata={
-            "quarantine_rate": MetadataValue.float(worst.quarantine_rate),
-            "worst_day": worst.partition_date,
-            "error_budget": MetadataValue.float(spec.error_budget),
-            "rows_read": rows_read,
-            "rows_quarantined": rows_quarantined,
-            "quarantine_rate_per_day": MetadataValue.json(
-                {stats.partition_date: stats.quarantine_rate for stats in days}
-            ),
-            "days_over_budget": MetadataValue.json(over_budget),
-            "failed_checks": MetadataValue.json(failed_checks),
-            "sample_quarantined": MetadataValue.json(samples),
-        },
-    )
-
-
-def hours_complete_result(spec: SourceSpec, days: Sequence[PartitionStats]) -> AssetCheckResult:
-    """Warning check: every hour of every day has at least one file."""
-    missing = {stats.partition_date: stats.missing_hours for stats in days if stats.missing_hours}
-    return AssetCheckResult(
-        asset_key=events_key(spec),
-        check_name=HOURS_COMPLETE_CHECK,
-        passed=not missing,
-        severity=AssetCheckSeverity.WARN,
-        description=(
-            "Missing hours: " + "; ".join(f"{day}: {len(hours)} missing" for day, hours in missing.items())
-            if missing
-            else f"All 24 hours present on {len(days)} day(s)"
-        ),
-        metadata={"missing_hours": MetadataValue.json(missing)},
-    )
-
-
 def wait_while_paused(context: AssetExecutionContext, poll_s: float, before: str) -> float:
-    """Block while the warehouse pool's limit is 0 (the pause switch); returns the seconds waited.
+    """Block while the lake_writers pool's limit is 0 (the pause switch); returns the seconds waited.
 
-    Called between partitions, so a paused run finishes the partition it is in (or, if it is
-    killed, that partition's transaction rolls back) and resumes exactly where it stopped.
-    """
-    if not is_paused(context.instance, WAREHOUSE_POOL):
+    Called between days, so a paused run finishes the day it is in and resumes exactly where
+    it stopped."""
+    if not is_paused(context.instance, LAKE_WRITERS_POOL):
         return 0.0
     started = last_log = time.monotonic()
     context.log.warning(
         "paused: pool %r has limit 0 (set by an operator or the backfill guard); waiting before %s. "
-        "Resume with `dagster instance concurrency set %s 1` or in the UI (Deployment > Concurrency).",
-        WAREHOUSE_POOL,
+        "Resume with `dagster instance concurrency set %s %d` or in the UI (Deployment > Concurrency).",
+        LAKE_WRITERS_POOL,
         before,
-        WAREHOUSE_POOL,
+        LAKE_WRITERS_POOL,
+        DEFAULT_POOL_LIMIT,
     )
-    while is_paused(context.instance, WAREHOUSE_POOL):
+    while is_paused(context.instance, LAKE_WRITERS_POOL):
         time.sleep(poll_s)
         if time.monotonic() - last_log >= 60:
             last_log = time.monotonic()
@@ -214,7 +162,7 @@ def run_worker_watch() -> Callable[[], None]:
         if os.getppid() != parent:
             raise RunWorkerLost(
                 f"the run worker (pid {parent}) that started this step is gone; stopping before the next "
-                "write (the day's transaction rolls back; a retry of the run reloads it)"
+                "commit (nothing of the day is committed yet; a retry of the run reloads it)"
             )
 
     return check
@@ -224,238 +172,267 @@ def _no_check() -> None:
     """Nothing to watch: the step runs in the run worker's own process."""
 
 
-def watched(check: Callable[[], None], report: Callable[[PartitionStats], None]) -> Callable[[PartitionStats], None]:
-    """A progress callback that first runs `check` (after each loaded batch)."""
+def progress_logger(
+    context: AssetExecutionContext, spec: SourceSpec, day: dt.date, position: int, total: int, interval_s: float
+) -> Callable[[LoadRecord], None]:
+    """An `on_progress` callback logging a long day's progress at most every `interval_s`."""
+    started = last = time.monotonic()
 
-    def on_progress(stats: PartitionStats) -> None:
+    def report(record: LoadRecord) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < interval_s:
+            return
+        last = now
+        context.log.info(
+            "progress %s %s (day %d of %d): %s lines read, %s rows loaded, %s quarantined, %s bytes in finished "
+            "files, %.1f s",
+            spec.name,
+            day,
+            position,
+            total,
+            f"{record.lines_read:,}",
+            f"{record.rows_loaded:,}",
+            f"{record.rows_quarantined:,}",
+            f"{record.bytes_read:,}",
+            now - started,
+        )
+
+    return report
+
+
+def _watched(check: Callable[[], None], report: Callable[[LoadRecord], None]) -> Callable[[LoadRecord], None]:
+    def on_progress(record: LoadRecord) -> None:
         check()
-        report(stats)
+        report(record)
 
     return on_progress
 
 
-class ProgressReporter:
-    """Reports a long partition's progress while it loads: a log line and an `AssetObservation`
-    on `S/events` (visible on the asset's page during the run), at most every `interval_s`."""
+class DayFailed(RuntimeError):
+    """A day of a range could not be loaded; the days before it are committed and materialized."""
 
-    def __init__(self, context: AssetExecutionContext, spec: SourceSpec, interval_s: float) -> None:
-        self.context = context
-        self.spec = spec
-        self.interval_s = interval_s
-
-    def for_day(self, day: dt.date, position: int, total: int, total_bytes: int) -> Callable[[PartitionStats], None]:
-        """The `on_progress` callback of one partition (called after each loaded batch)."""
-        started = time.monotonic()
-        last = started
-
-        def report(stats: PartitionStats) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last < self.interval_s:
-                return
-            last = now
-            done = stats.bytes_read / total_bytes if total_bytes else 0.0
-            self.context.log.info(
-                "progress %s %s (day %d of %d): %s lines read, %s rows loaded, %s quarantined, "
-                "%.0f%% of %s bytes in finished files, %.1f s",
-                self.spec.name,
-                day,
-                position,
-                total,
-                f"{stats.lines_read:,}",
-                f"{stats.rows_loaded:,}",
-                f"{stats.rows_quarantined:,}",
-                100 * done,
-                f"{total_bytes:,}",
-                now - started,
-            )
-            self.context.log_event(
-                AssetObservation(
-                    asset_key=events_key(self.spec),
-                    partition=day.isoformat(),
-                    metadata={
-                        "progress/status": "running",
-                        "progress/lines_read": stats.lines_read,
-                        "progress/rows_loaded": stats.rows_loaded,
-                        "progress/rows_quarantined": stats.rows_quarantined,
-                        "progress/share_of_bytes": MetadataValue.float(round(done, 4)),
-                        "progress/elapsed_s": MetadataValue.float(round(now - started, 1)),
-                        "progress/day": f"{position} of {total}",
-                    },
-                )
-            )
-
-        return report
-
-    def day_done(self, stats: PartitionStats, position: int, total: int) -> None:
-        """One observation per finished partition, so a long range run shows its days as they end."""
-        self.context.log_event(
-            AssetObservation(
-                asset_key=events_key(self.spec),
-                partition=stats.partition_date,
-                metadata={
-                    "progress/status": stats.status,
-                    "progress/rows_loaded": stats.rows_loaded,
-                    "progress/rows_quarantined": stats.rows_quarantined,
-                    "progress/day": f"{position} of {total}",
-                    "progress/summary": stats.summary,
-                },
-            )
+    def __init__(self, source: str, day: dt.date, loaded: int, error: BaseException) -> None:
+        super().__init__(
+            f"{source} {day} failed ({loaded} earlier day(s) of this run were loaded and stay materialized; a retry "
+            f"resumes at {day}): {type(error).__name__}: {error}"
         )
 
 
-def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> list[AssetsDefinition]:
-    """Build the assets and checks of one source from its definition. `watch_run_worker`: the
-    steps run in child processes of the run worker (multiprocess executor) and must stop if it
-    dies."""
-    partitions = daily_partitions(spec)
-    group = spec.name
-    ingest_specs = [
-        AssetSpec(
-            events_key(spec),
-            description=f"Validated rows of `{spec.name}` ({spec.description}), one partition per UTC day. "
-            f"Table `{spec.name}.events` in the warehouse.",
-            group_name=group,
-            partitions_def=partitions,
-            kinds={"duckdb"},
+def volume_verdict(spec: SourceSpec, tables: SourceTables, record: LoadRecord) -> Any:
+    """`volume_normal`'s judgement of a loaded day against the same weekdays before it (`loads`)."""
+    day = record.day
+    previous = [day - dt.timedelta(weeks=weeks) for weeks in range(1, spec.volume.weeks + 1)]
+    history = {dt.date.fromisoformat(key): item.rows_loaded for key, item in tables.sealed_attempts(previous).items()}
+    return judge_volume(day, record.rows_loaded, history, spec.volume, had_files=record.files > 0)
+
+
+def blocked_failure(spec: SourceSpec, blocked: list[LoadRecord], total: int) -> Failure:
+    """The failure that ends a step whose range had days over their error budget."""
+    days = ", ".join(f"{record.partition_date} ({record.quarantine_rate:.2%})" for record in blocked)
+    return Failure(
+        description=(
+            f"{len(blocked)} of {total} day(s) of {spec.name} above the {spec.error_budget:.2%} error budget: {days}. "
+            "Their events and DLQ are loaded; their daily_metrics are blocked. Read the DLQ of those days "
+            f"(`pipeline query \"SELECT reason, count(*) FROM {spec.name}.dlq WHERE partition_date = '"
+            f"{blocked[0].partition_date}' GROUP BY 1 ORDER BY 2 DESC\"`), fix the source or its definition, then "
+            "re-run the days."
         ),
-        AssetSpec(
-            dlq_key(spec),
-            description=f"Quarantined lines of `{spec.name}` with the raw line and every failed check. "
-            f"Table `{spec.name}.dlq`.",
-            group_name=group,
-            partitions_def=partitions,
-            kinds={"duckdb"},
-        ),
-    ]
-    check_specs = [
+        metadata={
+            "days_over_budget": MetadataValue.json([record.partition_date for record in blocked]),
+            "error_budget": MetadataValue.float(spec.error_budget),
+        },
+        allow_retries=False,
+    )
+
+
+def check_specs_of(spec: SourceSpec, partitions: Any) -> list[AssetCheckSpec]:
+    """The checks of a source's `S/events`, one result per day."""
+    return [
         AssetCheckSpec(
             QUARANTINE_RATE_CHECK,
             asset=events_key(spec),
             blocking=True,
+            partitions_def=partitions,
             description=f"Fails (ERROR) when more than {spec.error_budget:.2%} of a day's rows are quarantined; "
-            "blocks downstream assets.",
+            "that day's daily_metrics are then not computed.",
         ),
         AssetCheckSpec(
             HOURS_COMPLETE_CHECK,
             asset=events_key(spec),
+            partitions_def=partitions,
             description="Warns when an hour of the day has no file.",
+        ),
+        AssetCheckSpec(
+            VOLUME_NORMAL_CHECK,
+            asset=events_key(spec),
+            partitions_def=partitions,
+            description=f"{spec.volume.severity.upper()} when a day's rows fall outside "
+            f"{spec.volume.ratio_band[0]:g}x-{spec.volume.ratio_band[1]:g}x the median of the same weekday over the "
+            f"previous {spec.volume.weeks} weeks (judged once {spec.volume.min_weeks} of them were loaded).",
         ),
     ]
 
+
+def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> list[AssetsDefinition]:
+    """Build the assets and checks of one source from its definition. `watch_run_worker`: the
+    step runs in a child process of the run worker (multiprocess executor) and must stop if it
+    dies."""
+    partitions = daily_partitions(spec)
+    version = definition_version(spec)
+    group = spec.name
+    common: dict[str, Any] = {
+        "group_name": group,
+        "partitions_def": partitions,
+        "kinds": {"delta", "duckdb"},
+        "code_version": version,
+        "skippable": True,
+    }
+    specs = [
+        AssetSpec(
+            events_key(spec),
+            description=f"Validated rows of `{spec.name}` ({spec.description}), one partition per UTC day. "
+            f"Delta table `{spec.name}/events` under PIPELINE_LAKE_URL; query it as `{spec.name}.events`.",
+            metadata={"dagster/column_schema": column_schema(spec), "dagster/table_name": f"{spec.name}.events"},
+            **common,
+        ),
+        AssetSpec(
+            dlq_key(spec),
+            description=f"Quarantined lines of `{spec.name}` with the raw line and every failed check. "
+            f"Delta table `{spec.name}/dlq`; query it as `{spec.name}.dlq`.",
+            metadata={"dagster/table_name": f"{spec.name}.dlq"},
+            **common,
+        ),
+        AssetSpec(
+            metrics_key(spec),
+            deps=[events_key(spec)],
+            description=f"Daily figures of `{spec.name}` for on-call: {', '.join(spec.daily_metrics)}. One row per "
+            "day within its error budget (a day over it has none). Delta table "
+            f"`{spec.name}/daily_metrics`; query it as `{spec.name}.daily_metrics`.",
+            metadata={"dagster/table_name": f"{spec.name}.daily_metrics"},
+            **common,
+        ),
+    ]
+    # Partitioned checks (a result per day, never replaced by another day's) are a Dagster preview
+    # feature: its warning is silenced here, for this use only.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=PreviewWarning
+        )
+        check_specs = check_specs_of(spec, partitions)
+
     @multi_asset(
         name=f"{spec.name}_ingest",
-        specs=ingest_specs,
+        specs=specs,
         check_specs=check_specs,
+        can_subset=True,
         backfill_policy=BackfillPolicy.single_run(),
-        # Re-runs the step after a transient fault (e.g. S3 throttling that outlasted the client's
-        # own retries); `retry_transient_only` fails every other error at once (see retries.py).
+        # Re-runs the step after a transient fault (S3 throttling that outlasted the client's own
+        # retries, another run holding the day); `retry_transient_only` fails every other error at
+        # once. A retry resumes at the first day this run did not load.
         retry_policy=INGEST_RETRY_POLICY,
-        # One pool for every warehouse writer: throttles runs and is the pause switch.
-        pool=WAREHOUSE_POOL,
-        description=f"Parse, validate and load `{spec.name}` log files of each day.",
+        # One pool for every lake writer: how many run at once, and the pause switch.
+        pool=LAKE_WRITERS_POOL,
+        description=f"Parse, validate and load `{spec.name}` log files, a day at a time.",
     )
     @retry_transient_only
     def ingest(context: AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource) -> Iterator[Any]:
         days = days_in_range(context.partition_key_range)
+        selected = context.selected_asset_keys
+        reload = bool(selected & {events_key(spec), dlq_key(spec)})
         context.log.info(
-            "run %s: source=%s days=%s..%s (%d) %s chunk_bytes=%d sleep_between_batches_s=%g",
+            "run %s: source=%s days=%s..%s (%d) %s definition=%s chunk_bytes=%d sleep_between_batches_s=%g%s",
             context.run_id,
             spec.name,
             days[0],
             days[-1],
             len(days),
             pipeline.describe(),
+            version,
             config.chunk_bytes,
             config.sleep_between_batches_s,
+            "" if reload else " (metrics only: recomputed from the loaded events)",
         )
-        landing, output, warehouse = pipeline.landing(), pipeline.output(), pipeline.warehouse()
-        # An audit stamp for the DLQ, not data logic: the data date is the partition key.
-        quarantined_at = dt.datetime.now(dt.UTC)
-        progress = ProgressReporter(context, spec, config.progress_interval_s)
+        landing, output, lake = pipeline.landing(), pipeline.output(), pipeline.lake()
+        run = RunInfo(
+            run_id=context.run_id,
+            # An audit stamp for the DLQ, not data logic: the data date is the partition key.
+            quarantined_at=dt.datetime.now(dt.UTC),
+            root_run_id=context.run.root_run_id or context.run_id,
+            job_name=context.run.job_name,
+        )
+        options = IngestOptions(
+            chunk_bytes=config.chunk_bytes,
+            sleep_between_batches_s=config.sleep_between_batches_s,
+            skip_unchanged_days=config.skip_unchanged_days,
+        )
         # With the multiprocess executor, if the run worker dies (SIGKILL, OOM) this step's process
-        # lives on, orphaned, while the run is marked failed and retried: stop at the next batch so
-        # there is never a second writer. (In process, the step dies with the run worker.)
+        # lives on, orphaned, while the run is marked failed and retried: stop at the next batch.
         check_run_worker = run_worker_watch() if watch_run_worker else _no_check
-        results: list[PartitionStats] = []
+        blocked: list[LoadRecord] = []
+        skipped: list[str] = []
         for position, day in enumerate(days, start=1):
             check_run_worker()
             wait_while_paused(context, config.pause_poll_s, f"{spec.name} {day} (day {position} of {len(days)})")
-            # List and fingerprint what has landed *before* reading it; the ingest reads exactly
-            # these files. A file that lands during the load is not read and makes the recorded
-            # fingerprint stale, so the landing sensor re-runs the day.
+            if not reload:
+                sealed, figures = recompute_daily_metrics(spec, day, lake=lake, run=run, log=context.log)
+                if sealed is not None and sealed.within_error_budget:
+                    yield AssetMaterialization(
+                        metrics_key(spec),
+                        partition=day.isoformat(),
+                        metadata=metrics_metadata(sealed, figures),
+                        tags={CODE_VERSION_TAG: version},
+                    )
+                elif sealed is not None:
+                    blocked.append(sealed)
+                continue
             try:
-                state = landing_state(landing, spec.name, day)
+                if config.rejudge_dlq:
+                    result = rejudge_partition(spec, day, output=output, lake=lake, run=run, log=context.log)
+                else:
+                    result = ingest_partition(
+                        spec,
+                        day,
+                        landing=landing,
+                        output=output,
+                        lake=lake,
+                        run=run,
+                        options=options,
+                        on_progress=_watched(
+                            check_run_worker,
+                            progress_logger(context, spec, day, position, len(days), config.progress_interval_s),
+                        ),
+                        log=context.log,
+                    )
             except Exception as error:
-                # The landing zone could not even be listed: the manifest still says so.
-                write_failed_manifest(spec, day, output=output, run_id=context.run_id, error=error, log=context.log)
-                raise
-            stats = ingest_partition(
-                spec,
-                day,
-                landing=landing,
-                output=output,
-                warehouse=warehouse,
-                run_id=context.run_id,
-                quarantined_at=quarantined_at,
-                listing=state.listing,
-                chunk_bytes=config.chunk_bytes,
-                sleep_between_batches_s=config.sleep_between_batches_s,
-                on_progress=watched(check_run_worker, progress.for_day(day, position, len(days), state.bytes)),
-                log=context.log,
-            )
-            key = day.isoformat()
-            metadata = events_metadata(stats)
-            metadata[FINGERPRINT_METADATA] = state.fingerprint
-            context.add_asset_metadata(metadata, asset_key=events_key(spec), partition_key=key)
-            context.add_asset_metadata(dlq_metadata(stats), asset_key=dlq_key(spec), partition_key=key)
-            if len(days) > 1:
-                progress.day_done(stats, position, len(days))
-            results.append(stats)
-        yield MaterializeResult(asset_key=events_key(spec))
-        yield MaterializeResult(asset_key=dlq_key(spec))
-        yield quarantine_rate_result(spec, results)
-        yield hours_complete_result(spec, results)
-
-    @asset(
-        key=metrics_key(spec),
-        deps=[events_key(spec)],
-        partitions_def=partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        pool=WAREHOUSE_POOL,
-        group_name=group,
-        kinds={"duckdb"},
-        description=f"Daily figures of `{spec.name}` for on-call: {', '.join(spec.daily_metrics)}. "
-        f"Table `{spec.name}.daily_metrics`, one row per day with events.",
-    )
-    def daily_metrics(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
-        warehouse = pipeline.warehouse()
-        days = days_in_range(context.partition_key_range)
-        for position, day in enumerate(days, start=1):
-            # Each day in its own connection, so that a pause (or another writer) can come between days.
-            wait_while_paused(context, 5.0, f"daily_metrics {spec.name} {day} (day {position} of {len(days)})")
-            with warehouse.connect(log=context.log) as connection:
-                warehouse.ensure_tables(connection, spec)
-                rows = warehouse.replace_daily_metrics(connection, spec, day)
-                figures = warehouse.daily_metrics(connection, spec, day)
-                context.log.info("daily_metrics %s %s: %d row(s) %s", spec.name, day, rows, figures)
-                metadata: dict[str, Any] = {"dagster/row_count": rows}
-                metadata.update(
-                    {name: _metadata_value(value) for name, value in figures.items() if name != "partition_date"}
+                failed = lake.tables(spec).latest_attempts([day]).get(day.isoformat())
+                if failed is not None and failed.run_id == context.run_id and failed.status == "failed":
+                    report_attempt(failed, lake.tables(spec), context.run.job_name, context.log)
+                raise DayFailed(spec.name, day, position - 1, error) from error
+            record = result.record
+            if result.skipped:
+                skipped.append(day.isoformat())
+            if not result.skipped or record.root_run_id != run.root_run_id:
+                # A day skipped as loaded by this run's family was materialized by it already; one
+                # loaded by another run is materialized here too, or a backfill would count it
+                # as never done.
+                # Yielded (not logged): Dagster records what a step yields at once, so a later
+                # failure of the step cannot lose this day's results.
+                yield from materializations(
+                    record, result.metrics, events=events_key(spec), dlq=dlq_key(spec), metrics=metrics_key(spec)
                 )
-                context.add_asset_metadata(metadata, partition_key=day.isoformat())
-        return MaterializeResult()
+                yield from check_evaluations(record, events_key(spec))
+                yield volume_evaluation(volume_verdict(spec, lake.tables(spec), record), events_key(spec))
+                report_attempt(record, lake.tables(spec), context.run.job_name, context.log)
+            if not record.within_error_budget:
+                blocked.append(record)
+        if skipped:
+            context.log.info(
+                "skipped %d day(s) already loaded from the same files under the same definition: %s",
+                len(skipped),
+                ", ".join(skipped),
+            )
+        if blocked:
+            raise blocked_failure(spec, blocked, len(days))
 
-    return [ingest, daily_metrics]
-
-
-def _metadata_value(value: object) -> Any:
-    if isinstance(value, bool) or value is None:
-        return MetadataValue.text(str(value))
-    if isinstance(value, int):
-        return MetadataValue.int(value)
-    if isinstance(value, float):
-        return MetadataValue.float(value)
-    if isinstance(value, dict):
-        return MetadataValue.json({str(key): item for key, item in value.items()})
-    return MetadataValue.text(str(value))
+    return [ingest]

@@ -68,9 +68,8 @@ def daily_job(spec: SourceSpec, checks: list[AssetChecksDefinition]) -> Unresolv
         name=daily_job_name(spec),
         selection=selection,
         partitions_def=daily_partitions(spec),
-        description=f"Load days of `{spec.name}`: parse, validate, replace the day in the warehouse, "
-        "recompute its metrics. Launched by the daily schedule, the landing sensor and the weekly "
-        "completeness scan.",
+        description=f"Load days of `{spec.name}`: parse, validate, replace the day in the lake with its "
+        "metrics. Launched by the daily schedule, the landing sensor and the weekly completeness scan.",
     )
 
 
@@ -82,3 +81,26 @@ def freshness_sensor(checks: list[AssetChecksDefinition], settings: OperationsSe
         return build_sensor_for_freshness_checks(
             freshness_checks=checks, minimum_interval_seconds=600, default_status=settings.sensor_status
         )
+
+
+def rejudge_job_name(spec: SourceSpec) -> str:
+    """Name of a source's DLQ re-judge job."""
+    return f"{spec.name}_dlq_rejudge"
+
+
+def rejudge_job(spec: SourceSpec, checks: list[AssetChecksDefinition]) -> UnresolvedAssetJobDefinition:
+    """`S_dlq_rejudge`: re-judge chosen days' DLQ rows through the current definition, without the
+    landing files (the ingest step with `rejudge_dlq: true`); days are its partitions."""
+    selection = AssetSelection.assets(events_key(spec), dlq_key(spec), metrics_key(spec)) - AssetSelection.checks(
+        *checks
+    )
+    return define_asset_job(
+        name=rejudge_job_name(spec),
+        selection=selection,
+        partitions_def=daily_partitions(spec),
+        config={"ops": {f"{spec.name}_ingest": {"config": {"rejudge_dlq": True}}}},
+        description=f"Re-judge days of `{spec.name}`'s DLQ through the current definition (after fixing it): rows "
+        "that pass move to the events, the others keep their new reasons. Reads the lake, not the landing files; "
+        "the attempt is recorded in loads like any load. While the landing files exist, re-running the day is the "
+        "normal way.",
+    )

@@ -3,7 +3,7 @@
 A plain HTTP POST of `{"text": ...}` with an explicit timeout; nothing is sent when the
 variable is unset. The URL is a secret (the token is in its path): it is never logged or put
 in an error message, only its scheme and host. The texts are built here from run facts and
-the stats manifests, so that every message says what happened, not just that something did.
+the `loads` rows, so that every message says what happened, not just that something did.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from pipeline.engine.lake.loads import LoadRecord
 from pipeline.orchestration.operations import OperationsSettings
 
 logger = logging.getLogger(__name__)
@@ -146,29 +146,29 @@ def success_text(
     job_name: str,
     run_id: str,
     days: Sequence[str],
-    manifests: Mapping[str, Sequence[Mapping[str, Any] | None]],
+    attempts: Mapping[str, Sequence[LoadRecord | None]],
     settings: OperationsSettings,
 ) -> str:
-    """The message for a successful run, read from the stats manifests of its partitions:
-    per source the totals, then one line per day (the manifest's own sentence)."""
+    """The message for a successful run, read from the `loads` rows of its partitions (the
+    latest attempt of each day): per source the totals, then one line per day (its sentence)."""
     lines = [f":white_check_mark: Run succeeded: {job_name} for {partitions_text(days)}"]
     details: list[str] = []
-    for source, documents in manifests.items():
-        present = [document for document in documents if document is not None]
-        rows_loaded = sum(int(document["rows_loaded"]) for document in present)
-        rows_quarantined = sum(int(document["rows_quarantined"]) for document in present)
+    for source, records in attempts.items():
+        present = [record for record in records if record is not None]
+        rows_loaded = sum(record.rows_loaded for record in present)
+        rows_quarantined = sum(record.rows_quarantined for record in present)
         rows_read = rows_loaded + rows_quarantined
         rate = rows_quarantined / rows_read if rows_read else 0.0
-        incomplete = sum(1 for document in present if document["missing_hours"])
-        empty = sum(1 for document in present if document["status"] == "empty")
+        incomplete = sum(1 for record in present if record.missing_hours)
+        empty = sum(1 for record in present if record.status == "empty")
         summary = (
             f"{source}: {rows_loaded:,} rows loaded, {rows_quarantined:,} quarantined ({rate:.2%}); "
             f"{incomplete} day(s) with missing hours, {empty} empty"
         )
-        if len(present) < len(documents):
-            summary += f"; {len(documents) - len(present)} day(s) without a manifest"
+        if len(present) < len(records):
+            summary += f"; {len(records) - len(present)} day(s) never loaded"
         lines.append(summary)
-        details.extend(str(document["summary"]) for document in present)
+        details.extend(record.summary or record.sentence() for record in present)
     for line in details[:MAX_DETAIL_LINES]:
         lines.append(f"• {line}")
     if len(details) > MAX_DETAIL_LINES:

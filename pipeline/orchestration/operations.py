@@ -2,9 +2,9 @@
 
 Everything an operator may want to tune without a code change is read from environment
 variables here, with documented defaults (see docs/runbook.md). The pause switch is the
-limit of the `warehouse` concurrency pool, stored in the Dagster instance: an operator sets
+limit of the `lake_writers` concurrency pool, stored in the Dagster instance: an operator sets
 it to 0 from the UI (Deployment > Concurrency) or with
-`dagster instance concurrency set warehouse 0`, without touching any process.
+`dagster instance concurrency set lake_writers 0`, without touching any process.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from dagster import (
 
 from pipeline.settings import SettingsError, env_number
 
-# Every run that writes to the DuckDB warehouse runs in this pool (granularity `run` in
-# dagster.yaml): its limit bounds concurrent writers and is the pause switch (0 = paused).
-WAREHOUSE_POOL = "warehouse"
-# The limit the pool has when it is not paused (dagster.yaml `pools.default_limit`).
-DEFAULT_POOL_LIMIT = 1
+# Every run that writes to the lake runs in this pool (granularity `run` in dagster.yaml): its
+# limit is how many writing runs go at once, and the pause switch (0 = paused).
+LAKE_WRITERS_POOL = "lake_writers"
+# The limit the pool has when it is not paused (dagster.yaml `pools.default_limit`): one writer
+# per core of the reference machine (measured: README, "Benchmarks").
+DEFAULT_POOL_LIMIT = 2
 
 # Run tags set by this code location (`dagster/*` tags are Dagster's own).
 TRIGGER_TAG = "pipeline/trigger"  # schedule | landing_sensor | completeness
@@ -52,6 +53,7 @@ STEP_EXECUTORS: dict[str, ExecutorDefinition] = {
     "multiprocess": multiprocess_executor,
 }
 COMPLETENESS_CRON = "0 4 * * 1"  # Mondays 04:00: the previous seven days
+MAINTENANCE_CRON = "0 3 * * 0"  # Sundays 03:00: compact, vacuum, repair
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,21 @@ class OperationsSettings:
     completeness_window_days: int = 7
     # Auto-pause of a running backfill: share of its finished runs that failed (once at
     # least `autopause_min_runs` have finished) or share of its rows quarantined (once at
-    # least `autopause_min_rows` rows were read) above which the warehouse pool is paused.
+    # least `autopause_min_rows` rows were read) above which the lake_writers pool is paused.
     autopause_failed_run_share: float = 0.5
     autopause_min_runs: int = 4
     autopause_quarantine_rate: float = 0.05
     autopause_min_rows: int = 1000
     guard_interval_s: int = 30
     # Where a run's steps execute: `in_process` (in the run worker) or `multiprocess` (a child
-    # process per step). A day's steps form one chain behind a single warehouse writer, so a
-    # process per step buys no parallelism and costs ~3 s of start-up each (measured).
+    # process per step). A run is one step, so a process per step buys no parallelism and
+    # costs ~3 s of start-up (measured).
     step_executor: str = "in_process"
+    # Lake maintenance: keep the files any snapshot of the last N hours needs (time travel, a
+    # reader's open snapshot); never below the longest query expected to run, nor below the age
+    # of the oldest run in progress (a backfill still writing from an old snapshot).
+    lake_retention_hours: int = 168
+    lake_longest_read_hours: int = 24
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperationsSettings:
@@ -115,6 +122,8 @@ class OperationsSettings:
             autopause_min_rows=int(env_number(env, "PIPELINE_AUTOPAUSE_MIN_ROWS", 1000, 1, 10**12)),
             guard_interval_s=int(env_number(env, "PIPELINE_GUARD_INTERVAL_S", 30, 5, 3600)),
             step_executor=step_executor,
+            lake_retention_hours=int(env_number(env, "PIPELINE_LAKE_RETENTION_HOURS", 168, 1, 24 * 365)),
+            lake_longest_read_hours=int(env_number(env, "PIPELINE_LAKE_LONGEST_READ_HOURS", 24, 1, 24 * 365)),
         )
 
     @property
@@ -146,7 +155,7 @@ class OperationsSettings:
 
 
 # -- the pause switch ----------------------------------------------------------------------
-def pool_limit(instance: DagsterInstance, pool: str = WAREHOUSE_POOL) -> int | None:
+def pool_limit(instance: DagsterInstance, pool: str = LAKE_WRITERS_POOL) -> int | None:
     """The pool's current limit: the one set by an operator, else dagster.yaml's default
     (None when neither limits it)."""
     storage = instance.event_log_storage
@@ -158,12 +167,12 @@ def pool_limit(instance: DagsterInstance, pool: str = WAREHOUSE_POOL) -> int | N
     return instance.global_op_concurrency_default_limit
 
 
-def is_paused(instance: DagsterInstance, pool: str = WAREHOUSE_POOL) -> bool:
+def is_paused(instance: DagsterInstance, pool: str = LAKE_WRITERS_POOL) -> bool:
     """Whether the operator (or the backfill guard) has paused the pool by setting its limit to 0."""
     return pool_limit(instance, pool) == 0
 
 
-def set_pool_limit(instance: DagsterInstance, limit: int, pool: str = WAREHOUSE_POOL) -> None:
+def set_pool_limit(instance: DagsterInstance, limit: int, pool: str = LAKE_WRITERS_POOL) -> None:
     """Set the pool's limit: 0 pauses, `DEFAULT_POOL_LIMIT` resumes."""
     instance.event_log_storage.set_concurrency_slots(pool, limit)
 

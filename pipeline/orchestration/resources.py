@@ -1,23 +1,24 @@
-"""The resource giving assets (and sensors) their stores and warehouse, built from `PIPELINE_*` settings.
+"""The resource giving assets (and sensors) their stores and the lake, built from `PIPELINE_*` settings.
 
 Two modes, chosen by the URLs alone:
 
-- **local** (the embedded defaults): landing and output are local folders. No S3 client is
-  ever created, so nothing can reach S3 (or any other remote service) by accident.
-- **s3**: `PIPELINE_LANDING_URL` and/or `PIPELINE_OUTPUT_URL` is `s3://bucket/prefix`. The
-  client comes from the nested `S3ClientResource` (dagster-aws's `S3Resource`), so endpoint,
-  region and credentials follow the standard AWS environment (`AWS_ENDPOINT_URL` for
-  S3-compatible stores, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_PROFILE`/
-  task roles), with explicit timeouts and bounded retries.
+- **local** (the embedded defaults): landing, output and lake are local folders. No S3
+  client is ever created, so nothing can reach S3 (or any other remote service) by accident.
+- **s3**: any of `PIPELINE_LANDING_URL`, `PIPELINE_OUTPUT_URL`, `PIPELINE_LAKE_URL` is
+  `s3://bucket/prefix`. The boto3 client comes from the nested `S3ClientResource`
+  (dagster-aws's `S3Resource`), so endpoint, region and credentials follow the standard AWS
+  environment (`AWS_ENDPOINT_URL` for S3-compatible stores, `AWS_REGION`/`AWS_DEFAULT_REGION`,
+  `AWS_ACCESS_KEY_ID`/`AWS_PROFILE`/task roles), with explicit timeouts and bounded retries.
+  delta-rs, which writes the lake's commits, has its own client: it gets the same endpoint,
+  region, credentials, timeouts and retries (`pipeline.engine.lake.location`).
 
-The DuckDB warehouse is a local file in both modes. The mode and the locations are logged
-when the resource is set up, i.e. at the start of every step of every run.
+The mode and the locations (never a secret) are logged when the resource is set up, i.e. at
+the start of every step of every run.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -26,6 +27,8 @@ from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from pipeline.engine.lake import Lake, LakeLocation, S3ClientSettings
+from pipeline.engine.lake.locks import DEFAULT_WAIT_S
 from pipeline.engine.objects import LocalObjectStore, ObjectStore
 from pipeline.engine.s3 import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -34,7 +37,6 @@ from pipeline.engine.s3 import (
     client_config,
     parse_s3_url,
 )
-from pipeline.engine.warehouse import Warehouse
 from pipeline.settings import Settings, SettingsError, resolve_local
 
 
@@ -79,6 +81,30 @@ class S3ClientResource(S3Resource):
             client.meta.events.register("choose-signer.s3.*", disable_signing)
         return client
 
+    def lake_settings(self) -> S3ClientSettings:
+        """The same endpoint, region, credentials, timeouts and retries for delta-rs's client.
+
+        Credentials set here or in the environment are passed on; with a named profile
+        (which delta-rs cannot read) the profile's current credentials are resolved by boto3.
+        Otherwise delta-rs finds them itself, as boto3 does (environment, ECS task role,
+        web identity, instance metadata), refreshing them as they expire."""
+        access_key, secret_key, token = self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token
+        if not access_key and self.profile_name:
+            credentials = boto3.session.Session(profile_name=self.profile_name).get_credentials()
+            if credentials is not None:
+                frozen = credentials.get_frozen_credentials()
+                access_key, secret_key, token = frozen.access_key, frozen.secret_key, frozen.token
+        return S3ClientSettings(
+            endpoint_url=self.endpoint_url,
+            region=self.region_name or os.environ.get("AWS_REGION") or None,
+            access_key_id=access_key,
+            secret_access_key=secret_key,
+            session_token=token,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            max_attempts=self.max_attempts,
+        )
+
 
 def _max_attempts_from_env() -> dict[str, int]:
     """`AWS_MAX_ATTEMPTS`, the standard variable for the number of attempts per call, if set.
@@ -106,13 +132,13 @@ def _check_url(url: str, variable: str) -> None:
 
 
 class PipelineResource(ConfigurableResource):
-    """Locations of the landing zone, the output store and the DuckDB warehouse."""
+    """Locations of the landing zone, the output store and the lake."""
 
     landing_url: str
     output_url: str
-    warehouse_path: str
-    # How long a run waits for another process to release the DuckDB file before failing.
-    warehouse_lock_timeout_s: float = 1800.0
+    lake_url: str
+    # How long a run waits for another run writing the same day before failing (retryable).
+    day_lock_wait_s: float = DEFAULT_WAIT_S
     # Only used (and only turned into a client) when a URL is s3://.
     s3: S3ClientResource = Field(default_factory=S3ClientResource)
 
@@ -124,7 +150,7 @@ class PipelineResource(ConfigurableResource):
         return cls(
             landing_url=settings.landing_url,
             output_url=settings.output_url,
-            warehouse_path=settings.warehouse,
+            lake_url=settings.lake_url,
             s3=S3ClientResource(**_max_attempts_from_env()),
         )
 
@@ -138,8 +164,9 @@ class PipelineResource(ConfigurableResource):
 
     @property
     def mode(self) -> str:
-        """`s3` when the landing zone or the output store is in S3, else `local`."""
-        return "s3" if any(url.startswith("s3://") for url in (self.landing_url, self.output_url)) else "local"
+        """`s3` when the landing zone, the output store or the lake is in S3, else `local`."""
+        urls = (self.landing_url, self.output_url, self.lake_url)
+        return "s3" if any(url.startswith("s3://") for url in urls) else "local"
 
     def landing(self) -> ObjectStore:
         """Where raw log files land."""
@@ -149,9 +176,17 @@ class PipelineResource(ConfigurableResource):
         """Where manifests and other objects are written."""
         return self._store(self.output_url, "PIPELINE_OUTPUT_URL")
 
-    def warehouse(self) -> Warehouse:
-        """The DuckDB warehouse (a local file in both modes)."""
-        return Warehouse(self._warehouse_path(), lock_timeout_s=self.warehouse_lock_timeout_s)
+    def lake_location(self) -> LakeLocation:
+        """Where the Delta tables are, with the options delta-rs needs to reach them."""
+        _check_url(self.lake_url, "PIPELINE_LAKE_URL")
+        if self.lake_url.startswith("s3://"):
+            return LakeLocation.s3(self.lake_url, self.s3.lake_settings())
+        return LakeLocation.local(resolve_local(self.lake_url))
+
+    def lake(self) -> Lake:
+        """The lake (its S3 day locks use the same boto3 client as the stores)."""
+        location = self.lake_location()
+        return Lake(location, s3_client=self.s3_client() if location.is_s3 else None, lock_wait_s=self.day_lock_wait_s)
 
     def s3_client(self) -> Any:
         """The boto3 S3 client, created on first use (never in local mode) and shared by the stores."""
@@ -165,9 +200,10 @@ class PipelineResource(ConfigurableResource):
         Validates the settings; in local mode it creates no S3 client."""
         _check_url(self.landing_url, "PIPELINE_LANDING_URL")
         _check_url(self.output_url, "PIPELINE_OUTPUT_URL")
+        _check_url(self.lake_url, "PIPELINE_LAKE_URL")
         line = (
             f"mode={self.mode} landing={self._location(self.landing_url)} output={self._location(self.output_url)} "
-            f"warehouse={self._warehouse_path()}"
+            f"lake={self._location(self.lake_url)}"
         )
         if self.mode == "s3":
             client = self.s3_client()
@@ -176,11 +212,6 @@ class PipelineResource(ConfigurableResource):
 
     def _location(self, url: str) -> str:
         return url if url.startswith("s3://") else str(resolve_local(url))
-
-    def _warehouse_path(self) -> Path:
-        if "://" in self.warehouse_path:
-            raise SettingsError(f"PIPELINE_WAREHOUSE={self.warehouse_path}: expected a local file path")
-        return resolve_local(self.warehouse_path)
 
     def _store(self, url: str, variable: str) -> ObjectStore:
         _check_url(url, variable)

@@ -12,7 +12,9 @@ alert by the policy's waits and repeats the failure. So the ingest step carries 
 
 What is transient: a storage error the store marked `retryable` (throttling, 5xx, dropped
 connections once the S3 client's own attempts are spent, an object replaced mid-read),
-a network error or timeout, and the warehouse lock not being released in time. Anything
+a network error or timeout, another run holding the day past the wait (`DayLockTimeout`),
+a lost S3 day lease (`DayLockLost`), and a Delta commit that lost a race with a concurrent
+writer of the same table and day (`CommitFailedError`). Anything
 else is treated as permanent: retrying an unknown error by default would hide bugs behind
 minutes of waiting.
 """
@@ -24,19 +26,26 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from dagster import Backoff, DagsterError, Failure, RetryPolicy
+from deltalake.exceptions import CommitFailedError
 
+from pipeline.engine.lake.locks import DayLockLost, DayLockTimeout
 from pipeline.engine.objects import ObjectStoreError
 from pipeline.engine.s3 import is_transient_network_error
-from pipeline.engine.warehouse import WarehouseLockTimeout
 
 # Each S3 call is already retried by botocore (a few attempts with jittered backoff) and a
 # broken download is resumed, so a transient fault reaching this policy outlasted those: an
-# S3 brown-out, a throttling storm, a warehouse lock held past its timeout. Waiting 10 s, then
+# S3 brown-out, a throttling storm, a day held by another run past the wait. Waiting 10 s, then
 # 30 s, and re-running the step is the right level for those; the step is idempotent (each
 # day is replaced whole, its manifest rewritten). No jitter: botocore already jitters each call.
 INGEST_RETRY_POLICY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
 
-_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, WarehouseLockTimeout)
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    DayLockTimeout,
+    DayLockLost,
+    CommitFailedError,
+)
 
 ComputeFn = TypeVar("ComputeFn", bound=Callable[..., Iterator[Any]])
 

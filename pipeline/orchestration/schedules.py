@@ -98,12 +98,13 @@ def build_completeness_schedule(
         start = max(end - dt.timedelta(days=settings.completeness_window_days - 1), spec.first_day)
         if end < start:
             return SkipReason(f"the window ends before the first day of {spec.name} ({spec.first_day})")
+        window = [start + dt.timedelta(days=offset) for offset in range((end - start).days + 1)]
         report = scan_window(
             spec.name,
             start,
             end,
             landing=pipeline.landing(),
-            output=pipeline.output(),
+            attempts=pipeline.lake().tables(spec).latest_attempts(window),
             # Audit stamp of the scan: the tick's own time (the wall clock only for a manual
             # evaluation without one). Not data logic; the reporter's launch grace counts from it.
             scanned_at=context.scheduled_execution_time or dt.datetime.now(dt.UTC),

@@ -7,7 +7,7 @@
 - `completeness_reporter`: completes the weekly missing-hours manifests once their re-runs
   have ended, and sends every completeness message.
 - `notify_on_run_failure` / `notify_on_run_success`: the webhook messages for runs.
-- `backfill_guard`: pauses the warehouse pool (the pause switch) when a running backfill's
+- `backfill_guard`: pauses the lake_writers pool (the pause switch) when a running backfill's
   share of failed runs or of quarantined rows rises above the configured level, and says so.
 - `freshness_alert`: says when yesterday's partition is still missing at the deadline.
 """
@@ -52,21 +52,21 @@ from pipeline.engine.completeness import (
     REQUESTED,
     RunOutcome,
     finish_window,
-    read_day_manifest,
     read_report,
     report_keys,
     write_report,
 )
 from pipeline.engine.landing_state import landing_state
-from pipeline.orchestration.assets import FINGERPRINT_METADATA, events_key, metrics_key
+from pipeline.orchestration.assets import events_key, metrics_key
 from pipeline.orchestration.jobs import daily_job_name
 from pipeline.orchestration.notifications import Notifier, failure_text, success_text
 from pipeline.orchestration.operations import (
     COMPLETENESS_TAG,
+    DEFAULT_POOL_LIMIT,
     FINGERPRINT_TAG,
     FRESHNESS_DEADLINE,
+    LAKE_WRITERS_POOL,
     PRIORITY_LANDING,
-    WAREHOUSE_POOL,
     OperationsSettings,
     day_tags,
     is_paused,
@@ -92,8 +92,8 @@ ACTIVE_STATUSES = [
 # How long a completeness window waits for runs that were never launched (a "test
 # schedule" evaluation in the UI writes the plan without launching its runs).
 COMPLETENESS_LAUNCH_GRACE = dt.timedelta(minutes=30)
-# Manifests the backfill guard reads per tick, at most (it resumes where it stopped).
-GUARD_MANIFESTS_PER_TICK = 500
+# Days of `loads` the backfill guard reads per tick, at most (it resumes where it stopped).
+GUARD_DAYS_PER_TICK = 500
 
 
 def utc_now() -> dt.datetime:
@@ -196,6 +196,8 @@ def build_landing_sensor(
         order = cursor.scan_order(window)[: settings.landing_days_per_tick]
         busy = active_days(context.instance, spec)
         landing = pipeline.landing()
+        # What each day was last loaded from, by the last load that replaced it (`loads`).
+        sealed = pipeline.lake().tables(spec).sealed_attempts(order)
         requests: list[RunRequest] = []
         notes: list[str] = []
         scanned = 0
@@ -204,18 +206,11 @@ def build_landing_sensor(
                 break
             scanned += 1
             key = day.isoformat()
-            record = latest_materialization(context.instance, events_key(spec), key)
+            record = sealed.get(key)
             if record is None:
                 continue  # never loaded: the daily schedule's (or the completeness scan's) business
-            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
             state = landing_state(landing, spec.name, day)
-            if FINGERPRINT_METADATA in metadata:
-                changed = metadata[FINGERPRINT_METADATA].value != state.fingerprint
-            else:
-                # Loaded before fingerprints were recorded: compare what can be compared.
-                loaded = (metadata["files"].value, metadata["bytes_read"].value) if "files" in metadata else None
-                changed = loaded != (state.files, state.bytes)
-            if not changed:
+            if record.landing_fingerprint == state.fingerprint:
                 continue
             if key in busy:
                 notes.append(f"{key} changed but a run is already queued or running for it")
@@ -312,7 +307,9 @@ def build_completeness_reporter(
                     if pending or (missing and clock() - scanned_at < COMPLETENESS_LAUNCH_GRACE):
                         context.log.info("%s: waiting for %d re-run(s)", report.window_id, len(pending) + len(missing))
                         continue
-                    finish_window(report, outcomes, output=output, finished_at=clock())
+                    days = [dt.date.fromisoformat(day) for day in report.rerun_days]
+                    attempts = pipeline.lake().tables(spec).latest_attempts(days)
+                    finish_window(report, outcomes, attempts=attempts, finished_at=clock())
                     write_report(output, report)
                 sent = notifier.send(report.message)
                 stamp = clock().isoformat()
@@ -395,13 +392,14 @@ def build_success_notifier(specs: Sequence[SourceSpec], settings: OperationsSett
         days = run_days(run.tags)
         if not sources or not days:
             return SkipReason(f"run {run.run_id} loaded no partition of any source")
-        output = pipeline.output()
-        manifests = {
-            spec.name: [read_day_manifest(output, spec.name, dt.date.fromisoformat(day)) for day in days]
-            for spec in sources
-        }
+        lake = pipeline.lake()
+        dates = [dt.date.fromisoformat(day) for day in days]
+        attempts = {}
+        for spec in sources:
+            latest = lake.tables(spec).latest_attempts(dates)
+            attempts[spec.name] = [latest.get(day) for day in days]
         notifier.send(
-            success_text(job_name=_job_label(run), run_id=run.run_id, days=days, manifests=manifests, settings=settings)
+            success_text(job_name=_job_label(run), run_id=run.run_id, days=days, attempts=attempts, settings=settings)
         )
         return None
 
@@ -454,17 +452,17 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
         name="backfill_guard",
         minimum_interval_seconds=settings.guard_interval_s,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Pauses the warehouse pool (limit 0) and notifies when a running backfill's share of failed "
+        description="Pauses the lake_writers pool (limit 0) and notifies when a running backfill's share of failed "
         f"runs exceeds {settings.autopause_failed_run_share:.0%} (after {settings.autopause_min_runs} runs) or "
         f"its quarantine rate exceeds {settings.autopause_quarantine_rate:.2%} (after "
         f"{settings.autopause_min_rows:,} rows).",
     )
     def backfill_guard(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
         instance = context.instance
-        output = pipeline.output()
+        lake = pipeline.lake()
         states = _load_guard_cursor(context.cursor)
         active = instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)
-        budget = GUARD_MANIFESTS_PER_TICK
+        budget = GUARD_DAYS_PER_TICK
         paused_now: list[str] = []
         summaries: list[str] = []
         for backfill in active:
@@ -478,14 +476,22 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
                     entry = state.progress.setdefault(f"{run.run_id}:{spec.name}", [0, 0, 0])
                     # A range run loads its days in order: read on from the first not yet counted,
                     # and stop at the first day this run has not finished.
-                    while entry[0] < len(days) and budget > 0:
+                    pending = days[entry[0] : entry[0] + budget]
+                    if not pending:
+                        continue
+                    attempts = {
+                        attempt.partition_date: attempt
+                        for attempt in lake.tables(spec).read_loads([dt.date.fromisoformat(day) for day in pending])
+                        if attempt.run_id == run.run_id
+                    }
+                    for day in pending:
                         budget -= 1
-                        manifest = read_day_manifest(output, spec.name, dt.date.fromisoformat(days[entry[0]]))
-                        if manifest is None or manifest["run_id"] != run.run_id:
+                        attempt = attempts.get(day)
+                        if attempt is None:
                             break
-                        if manifest["status"] in ("loaded", "empty"):
-                            entry[1] += int(manifest["rows_read"])
-                            entry[2] += int(manifest["rows_quarantined"])
+                        if attempt.seals:
+                            entry[1] += attempt.rows_read
+                            entry[2] += attempt.rows_quarantined
                         entry[0] += 1
             rows_read = sum(entry[1] for entry in state.progress.values())
             rows_quarantined = sum(entry[2] for entry in state.progress.values())
@@ -501,12 +507,15 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
                 set_pool_limit(instance, 0)
             state.paused = "; ".join(reasons)
             paused_now.append(backfill.backfill_id)
-            context.log.warning("backfill %s: %s; pool %r paused", backfill.backfill_id, state.paused, WAREHOUSE_POOL)
+            context.log.warning(
+                "backfill %s: %s; pool %r paused", backfill.backfill_id, state.paused, LAKE_WRITERS_POOL
+            )
             Notifier.from_settings(settings).send(
                 f":double_vertical_bar: Backfill {backfill.backfill_id} auto-paused: {state.paused}.\n"
-                f"New work stopped: the pool {WAREHOUSE_POOL!r} is now 0 (was {previous}), so queued runs stay "
+                f"New work stopped: the pool {LAKE_WRITERS_POOL!r} is now 0 (was {previous}), so queued runs stay "
                 "queued and a running range stops before its next day.\n"
-                f"Resume: `dagster instance concurrency set {WAREHOUSE_POOL} {previous or 1}` (or UI > Deployment > "
+                f"Resume: `dagster instance concurrency set {LAKE_WRITERS_POOL} {previous or DEFAULT_POOL_LIMIT}` "
+                "(or UI > Deployment > "
                 "Concurrency); the guard will not pause this backfill again.\n"
                 f"Backfill: {settings.backfill_url(backfill.backfill_id)}"
             )

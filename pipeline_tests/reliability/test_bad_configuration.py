@@ -3,7 +3,7 @@
 Fault per test: an unknown asset selection, malformed source definitions, an invalid partition
 key, an unusable `PIPELINE_*` value, an unreachable PostgreSQL instance storage, an
 unreachable S3 endpoint. Expected: a non-zero exit / an exception whose text names the
-setting or input at fault, and no warehouse file (or no rows in it) afterwards.
+setting or input at fault, and no table (or no rows in it) afterwards.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ def cli(env: PipelineEnv, *arguments: str, extra: dict[str, str] | None = None, 
         **os.environ,
         "PIPELINE_LANDING_URL": str(env.landing),
         "PIPELINE_OUTPUT_URL": str(env.output),
-        "PIPELINE_WAREHOUSE": str(env.warehouse),
+        "PIPELINE_LAKE_URL": str(env.lake),
         **(extra or {}),
     }
     environment.pop("PIPELINE_SOURCES_FILE", None)
+    environment.pop("PIPELINE_WAREHOUSE", None)
     environment.pop("DAGSTER_HOME", None)
     if home is not None:
         environment["DAGSTER_HOME"] = str(home)
@@ -65,12 +66,12 @@ def seed_day(env: PipelineEnv) -> None:
 @pytest.mark.slow
 def test_unknown_source_selection(pipeline_env: PipelineEnv) -> None:
     """Fault: `--select nosuch/events`. Expected: exit non-zero, the message names `nosuch/events`;
-    no warehouse file is created."""
+    no table is created."""
     seed_day(pipeline_env)
     result = cli(pipeline_env, "--select", "nosuch/events", "--partition", "2024-01-15")
     assert result.returncode != 0
     assert "nosuch/events" in result.stderr + result.stdout
-    assert not pipeline_env.warehouse.exists()
+    assert not pipeline_env.lake.exists()
 
 
 @pytest.mark.slow
@@ -78,12 +79,12 @@ def test_unknown_source_selection(pipeline_env: PipelineEnv) -> None:
 def test_invalid_partition_key(pipeline_env: PipelineEnv, partition: str) -> None:
     """Fault: `--partition` that is not a day of the partition set (an impossible date, a
     day before the source's first_day 2015-01-01). Expected: exit non-zero naming the key; no
-    warehouse file is created."""
+    table is created."""
     seed_day(pipeline_env)
     result = cli(pipeline_env, "--select", "access/events,access/dlq", "--partition", partition)
     assert result.returncode != 0
     assert partition in result.stderr + result.stdout
-    assert not pipeline_env.warehouse.exists()
+    assert not pipeline_env.lake.exists()
 
 
 @pytest.mark.parametrize(
@@ -117,7 +118,8 @@ def test_malformed_source_definition(tmp_path: Path, text: str, expected: str) -
         ("PIPELINE_LANDING_URL", "ftp://x", "PIPELINE_LANDING_URL=ftp://x"),
         ("PIPELINE_OUTPUT_URL", "http://example.invalid/out", "PIPELINE_OUTPUT_URL=http://example.invalid/out"),
         ("PIPELINE_LANDING_URL", "s3://", "PIPELINE_LANDING_URL=s3://"),
-        ("PIPELINE_WAREHOUSE", "s3://bucket/warehouse.duckdb", "PIPELINE_WAREHOUSE=s3://bucket/warehouse.duckdb"),
+        ("PIPELINE_LAKE_URL", "hdfs://namenode/lake", "PIPELINE_LAKE_URL=hdfs://namenode/lake"),
+        ("PIPELINE_WAREHOUSE", "data/warehouse.duckdb", "PIPELINE_WAREHOUSE is no longer used: the single DuckDB file"),
         ("PIPELINE_STEP_EXECUTOR", "threads", "PIPELINE_STEP_EXECUTOR='threads'"),
     ],
 )
@@ -126,7 +128,7 @@ def test_bad_setting_fails_before_any_write(
     named: str,
 ) -> None:  # fmt: skip
     """Fault: an unusable setting. Expected: building the definitions or the run fails with a
-    `SettingsError` naming the variable and its value; no warehouse file, no manifest."""
+    `SettingsError` naming the variable and its value; no table, no manifest."""
     seed_day(pipeline_env)
     monkeypatch.setenv(variable, value)
     try:
@@ -141,7 +143,7 @@ def test_bad_setting_fails_before_any_write(
         failures = [event for event in result.all_events if event.is_failure]
         text = " ".join(str(event.event_specific_data) for event in failures)
         assert named in text, text[:2000]
-    assert not pipeline_env.warehouse.exists()
+    assert not pipeline_env.lake.exists()
     assert not pipeline_env.output.exists()
 
 
@@ -149,7 +151,7 @@ def test_bad_setting_fails_before_any_write(
 def test_unreachable_postgres_instance(pipeline_env: PipelineEnv, tmp_path: Path) -> None:
     """Fault: the Dagster instance's PostgreSQL storage points at a closed port.
     Expected: the CLI fails within seconds, saying it could not connect (naming host and port),
-    never starting the run: no warehouse file, no manifest; the password is not in the output."""
+    never starting the run: no table, no manifest; the password is not in the output."""
     seed_day(pipeline_env)
     port = closed_port()
     home = tmp_path / "home"
@@ -169,7 +171,7 @@ def test_unreachable_postgres_instance(pipeline_env: PipelineEnv, tmp_path: Path
     assert str(port) in output
     assert "pg-Secret-4711" not in output
     assert elapsed < 120
-    assert not pipeline_env.warehouse.exists()
+    assert not pipeline_env.lake.exists()
     assert not pipeline_env.output.exists()
 
 
@@ -179,7 +181,7 @@ def test_unreachable_s3_endpoint(
 ) -> None:
     """Fault: `PIPELINE_LANDING_URL=s3://landing/logs` with `AWS_ENDPOINT_URL` on a closed local
     port (short timeouts, one attempt). Expected: the run fails (after the step's retry policy)
-    with an error naming the endpoint; no warehouse file is created; the day's manifest says
+    with an error naming the endpoint; no row is written but the failed attempts, in `loads`; the day's manifest says
     `failed` (written on every exit path, even this one, where the landing zone cannot be listed)
     and names the bucket and the endpoint."""
     endpoint = f"http://127.0.0.1:{closed_port()}"
@@ -203,7 +205,12 @@ def test_unreachable_s3_endpoint(
     failures = [event for event in result.all_events if event.is_step_failure]
     text = " ".join(str(event.event_specific_data) for event in failures)
     assert "127.0.0.1" in text, text[:2000]
-    assert not pipeline_env.warehouse.exists()
+    # The tables exist (created before the listing, so that the attempt could be recorded) and
+    # hold no row; `loads` records the failed attempts (the step and its one retry).
+    assert pipeline_env.query("SELECT count(*) FROM access.events") == [(0,)]
+    attempts = pipeline_env.attempts("access", "2024-01-15")
+    assert [attempt["status"] for attempt in attempts] == ["failed", "failed"]
+    assert "ListObjectsV2" in str(attempts[-1]["error"])
     manifest = pipeline_env.manifest("access", "2024-01-15")
     assert (manifest["status"], manifest["files"], manifest["rows_read"]) == ("failed", 0, 0)
     assert str(manifest["error"]).startswith("ObjectStoreError: S3 ListObjectsV2 failed for bucket 'landing'")

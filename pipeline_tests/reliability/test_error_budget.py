@@ -13,13 +13,22 @@ from __future__ import annotations
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
 
-from pipeline.engine.ingest import PartitionStats
-from pipeline.orchestration.assets import quarantine_rate_result
-from pipeline.sources import configured_sources
+from pipeline.engine.lake import LoadRecord
+from pipeline.orchestration.assets import events_key
+from pipeline.orchestration.metadata import check_evaluations
 from pipeline_tests.conftest import PipelineEnv, day, materialize_range
 from pipeline_tests.reliability.test_hostile_input import access_line, land
 
 pytestmark = pytest.mark.slow
+
+
+def events_key_of(source: str) -> AssetKey:
+    """`S/events` of a source named `source`."""
+    from pipeline.sources import configured_sources
+
+    return events_key(configured_sources()[source])
+
+
 STATUS_CHECK = "status: in_range(100, 599)"
 
 
@@ -44,15 +53,17 @@ def test_quarantine_rate_at_the_edge_of_the_budget(
     assert evaluation.passed is passes
     assert evaluation.severity == AssetCheckSeverity.ERROR
     metadata = {name: value.value for name, value in evaluation.metadata.items()}
+    assert evaluation.partition == "2024-01-15"
     assert metadata["quarantine_rate"] == pytest.approx(bad / 1000)
     assert metadata["error_budget"] == pytest.approx(0.01)
-    assert metadata["worst_day"] == "2024-01-15"
+    assert metadata["day"] == "2024-01-15"
     assert (metadata["rows_read"], metadata["rows_quarantined"]) == (1000, bad)
-    assert metadata["quarantine_rate_per_day"] == {"2024-01-15": pytest.approx(bad / 1000)}
-    assert metadata["days_over_budget"] == ([] if passes else ["2024-01-15"])
     assert metadata["failed_checks"] == {STATUS_CHECK: bad}
     assert len(metadata["sample_quarantined"]) == 5
-    assert ("2024-01-15" in (evaluation.description or "")) is not passes
+    assert ("above the 1.00% error budget" in (evaluation.description or "")) is not passes
+    if not passes:
+        (failure,) = [event for event in result.all_events if event.is_step_failure]
+        assert failure.step_failure_data.user_failure_data.metadata["days_over_budget"].value == ["2024-01-15"]
 
     materialized = {
         event.materialization.asset_key.to_user_string(): event.materialization
@@ -100,13 +111,17 @@ def test_redelivered_day_over_budget_keeps_no_metrics_of_the_replaced_load(
 def test_budget_is_judged_on_exact_counts_not_the_rounded_rate(quarantined: int, passes: bool) -> None:
     """Fault: a 2.1-million-row day with 21,001 rows quarantined: 1.0000476%, which the recorded
     6-place rate shows as 0.010000. Expected: over the 1% budget, the check fails; 21,000 is at it."""
-    spec = configured_sources()["access"]
-    stats = PartitionStats(
-        source="access", partition_date="2024-01-15", run_id="r", rows_read=2_100_000, rows_quarantined=quarantined
+    record = LoadRecord(
+        source="access",
+        partition_date="2024-01-15",
+        run_id="r",
+        definition_version="v",
+        rows_read=2_100_000,
+        rows_quarantined=quarantined,
     )
-    stats.quarantine_rate = round(quarantined / 2_100_000, 6)
-    assert stats.quarantine_rate == 0.01
-    assert stats.within_error_budget is passes
-    result = quarantine_rate_result(spec, [stats])
-    assert result.passed is passes
-    assert result.metadata["days_over_budget"].value == ([] if passes else ["2024-01-15"])
+    record.quarantine_rate = round(quarantined / 2_100_000, 6)
+    assert record.quarantine_rate == 0.01
+    assert record.within_error_budget is passes
+    verdict = check_evaluations(record, events_key_of("access"))[0]
+    assert verdict.check_name == "quarantine_rate"
+    assert verdict.passed is passes

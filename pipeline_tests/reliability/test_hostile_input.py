@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engine.ingest import PartitionStats
+from pipeline.engine.lake import LoadRecord
 from pipeline.engine.objects import LocalObjectStore, UnsafeKeyError, safe_key
 from pipeline.sources import SourceConfigError, load_sources
 from pipeline_tests.conftest import require_real_logs
@@ -40,9 +40,9 @@ def land(landing: Path, source: str, hour: int, name: str, data: bytes, day: dt.
     return f"{source}/dt={day.isoformat()}/hour={hour:02d}/{name}"
 
 
-def run(env_paths: tuple[Path, Path, Path], source: str, day: dt.date = DAY, **kwargs: object) -> PartitionStats:
-    landing, output, warehouse = env_paths
-    stats = ingest(landing, output, warehouse, source, day, **kwargs)  # type: ignore[arg-type]
+def run(env_paths: tuple[Path, Path, Path], source: str, day: dt.date = DAY, **kwargs: object) -> LoadRecord:
+    landing, output, lake = env_paths
+    stats = ingest(landing, output, lake, source, day, **kwargs)  # type: ignore[arg-type]
     assert stats.lines_read == stats.rows_loaded + stats.rows_quarantined + stats.continuation_lines + (
         stats.lines_ignored
     )
@@ -51,10 +51,10 @@ def run(env_paths: tuple[Path, Path, Path], source: str, day: dt.date = DAY, **k
     return stats
 
 
-def dlq(warehouse: Path, source: str) -> list[tuple[object, ...]]:
+def dlq(lake: Path, source: str) -> list[tuple[object, ...]]:
     """(source_file, line_number, raw_line, raw_bytes, [(field, check)]) per DLQ row, in order."""
     found = rows(
-        warehouse,
+        lake,
         f'SELECT source_file, line_number, raw_line, raw_bytes, [(r.field, r."check") FOR r IN reasons] '
         f"FROM {source}.dlq ORDER BY source_file, line_number",
     )
@@ -72,32 +72,32 @@ def test_invalid_utf8_and_nul_bytes(env_paths: tuple[Path, Path, Path]) -> None:
     Expected: the invalid line is quarantined (`line: valid_utf8`) with its exact bytes in
     raw_bytes and `\\xff\\xfe` in raw_line; the NUL line is valid UTF-8 and matches the format, so
     it is loaded with the NUL kept verbatim in user_agent; the good line is loaded."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     bad = access_line(2).encode().replace(b"curl/8", b"cu\xff\xferl")
     nul = access_line(3, agent="a\x00b\x00c").encode()
     key = land(landing, "access", 10, "web.log", access_line(1).encode() + b"\n" + bad + b"\n" + nul + b"\n")
     stats = run(env_paths, "access")
     assert (stats.lines_read, stats.rows_loaded, stats.rows_quarantined) == (3, 2, 1)
-    [(source_file, line_number, raw_line, raw_bytes, reasons)] = dlq(warehouse, "access")
+    [(source_file, line_number, raw_line, raw_bytes, reasons)] = dlq(lake, "access")
     assert (source_file, line_number) == (key, 2)
     assert raw_bytes == bad
     assert raw_line == bad.decode("utf-8", errors="backslashreplace")
     assert ("line", "valid_utf8") in reasons
     assert stats.failed_checks["line: valid_utf8"] == 1
-    assert rows(warehouse, "SELECT user_agent FROM access.events WHERE line_number = 3") == [("a\x00b\x00c",)]
+    assert rows(lake, "SELECT user_agent FROM access.events WHERE line_number = 3") == [("a\x00b\x00c",)]
 
 
 def test_ten_megabyte_line(env_paths: tuple[Path, Path, Path]) -> None:
     """Fault: an app record whose message is one 10 MiB line, read with 64 KiB chunks (the line is
     160 times the chunk). Expected: it is loaded whole (message length exact), the record after it
     too; nothing quarantined."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     message = "x" * (10 * 1024 * 1024)
     data = f"2024-01-15 10:00:00,000 INFO big: {message}\n2024-01-15 10:00:01,000 INFO small: after\n".encode()
     land(landing, "app", 10, "app.log", data)
     stats = run(env_paths, "app", chunk_bytes=64 * 1024)
     assert (stats.lines_read, stats.rows_loaded, stats.rows_quarantined) == (2, 2, 0)
-    assert rows(warehouse, "SELECT logger, length(message) FROM app.events ORDER BY line_number") == [
+    assert rows(lake, "SELECT logger, length(message) FROM app.events ORDER BY line_number") == [
         ("big", len(message)),
         ("small", 5),
     ]
@@ -107,7 +107,7 @@ def test_no_final_newline_and_crlf(env_paths: tuple[Path, Path, Path]) -> None:
     """Fault: one access file with CRLF endings and no final newline; one app file with CRLF
     and a CRLF traceback. Expected: every line loaded (the last unterminated line too), no `\\r`
     kept in any field, the traceback folded into its record (2 continuation lines)."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     land(landing, "access", 1, "web.log", f"{access_line(1)}\r\n{access_line(2)}\r\n{access_line(3)}".encode())
     app = (
         "2024-01-15 01:00:00,000 ERROR job: failed\r\nTraceback (most recent call last):\r\n"
@@ -116,10 +116,10 @@ def test_no_final_newline_and_crlf(env_paths: tuple[Path, Path, Path]) -> None:
     land(landing, "app", 1, "app.log", app.encode())
     stats = run(env_paths, "access")
     assert (stats.lines_read, stats.rows_loaded, stats.rows_quarantined) == (3, 3, 0)
-    assert rows(warehouse, "SELECT count(*) FROM access.events WHERE user_agent LIKE '%' || chr(13) || '%'") == [(0,)]
+    assert rows(lake, "SELECT count(*) FROM access.events WHERE user_agent LIKE '%' || chr(13) || '%'") == [(0,)]
     stats = run(env_paths, "app")
     assert (stats.lines_read, stats.rows_loaded, stats.continuation_lines, stats.rows_quarantined) == (4, 2, 2, 0)
-    assert rows(warehouse, "SELECT message FROM app.events ORDER BY line_number") == [
+    assert rows(lake, "SELECT message FROM app.events ORDER BY line_number") == [
         ("failed\nTraceback (most recent call last):\nValueError: boom",),
         ("ok",),
     ]
@@ -133,13 +133,13 @@ def test_truncated_and_corrupt_gzip(env_paths: tuple[Path, Path, Path], chunk_by
     each damaged file adds exactly one DLQ row `file: readable_to_end` at the first line not
     read completely (line 1 for the non-gzip file), whose raw_line is the start of the cut
     line; the run does not fail."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     body = "".join(f"{access_line(n % 250)}\n" for n in range(2000)).encode()
     compressed = gzip.compress(body)
     truncated_key = land(landing, "access", 3, "cut.log.gz", compressed[: len(compressed) // 2])
     corrupt_key = land(landing, "access", 4, "junk.log.gz", b"this is not gzip at all\n")
     stats = run(env_paths, "access", **({"chunk_bytes": chunk_bytes} if chunk_bytes else {}))
-    entries = dlq(warehouse, "access")
+    entries = dlq(lake, "access")
     assert [(entry[0], checks_of(entry)) for entry in entries] == [
         (truncated_key, [("file", "readable_to_end")]),
         (corrupt_key, [("file", "readable_to_end")]),
@@ -158,7 +158,7 @@ def test_empty_file_zero_byte_hour_and_empty_hour_folder(env_paths: tuple[Path, 
     """Fault: hour 05 holds a zero-byte .log, hour 06 a .log of blank lines only, hour 07 an empty
     folder, nothing else. Expected: status `loaded`, 2 files, hours 05 and 06 present (a delivered
     empty file counts), hour 07 and the 21 others missing, 0 rows, the 3 blank lines ignored."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     land(landing, "access", 5, "web.log", b"")
     land(landing, "access", 6, "web.log", b"\n  \n\n")
     (landing / "access" / f"dt={DAY}" / "hour=07").mkdir()
@@ -166,7 +166,7 @@ def test_empty_file_zero_byte_hour_and_empty_hour_folder(env_paths: tuple[Path, 
     assert (stats.status, stats.files, stats.hours_present) == ("loaded", 2, [5, 6])
     assert stats.missing_hours == [h for h in range(24) if h not in (5, 6)]
     assert (stats.lines_read, stats.lines_ignored, stats.rows_loaded, stats.rows_quarantined) == (3, 3, 0, 0)
-    assert rows(warehouse, "SELECT count(*) FROM access.events") == [(0,)]
+    assert rows(lake, "SELECT count(*) FROM access.events") == [(0,)]
 
 
 def test_no_files_at_all_is_an_empty_day_with_a_manifest(env_paths: tuple[Path, Path, Path]) -> None:
@@ -195,13 +195,13 @@ def test_file_vanishes_between_listing_and_reading(env_paths: tuple[Path, Path, 
     """Fault: one of two listed files is deleted before it is read. Expected: the other file is
     loaded; exactly one DLQ row for the vanished file, `file: exists_when_read`, line 0; the
     run succeeds."""
-    landing, output, warehouse = env_paths
+    landing, output, lake = env_paths
     land(landing, "access", 8, "a.log", f"{access_line(1)}\n{access_line(2)}\n".encode())
     victim = land(landing, "access", 9, "b.log", f"{access_line(3)}\n".encode())
-    stats = ingest(landing, output, warehouse, "access", DAY, store=VanishingStore(landing, victim))
+    stats = ingest(landing, output, lake, "access", DAY, store=VanishingStore(landing, victim))
     # The evidence row counts as one line read, so the accounting identity still holds.
     assert (stats.files, stats.rows_loaded, stats.rows_quarantined, stats.lines_read) == (2, 2, 1, 3)
-    [(source_file, line_number, raw_line, _raw, reasons)] = dlq(warehouse, "access")
+    [(source_file, line_number, raw_line, _raw, reasons)] = dlq(lake, "access")
     assert (source_file, line_number, raw_line, reasons) == (victim, 0, "", [("file", "exists_when_read")])
 
 
@@ -210,7 +210,7 @@ def test_timestamps_of_other_days_years_and_zones(env_paths: tuple[Path, Path, P
     Expected (in UTC): 14 Jan 23:30 +0000 (30 min early), 16 Jan 00:30 +0200 (= 15 Jan 22:30) and
     15 Jan 19:30 -0500 (= 16 Jan 00:30) are loaded; 14 Jan 22:30 +0000, 15 Jan 2023, 15 Jan 23:30
     -0500 (= 16 Jan 04:30) and 29 Feb 2023 (impossible) are quarantined with the right reason."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     stamps = [
         "14/Jan/2024:23:30:00 +0000",
         "16/Jan/2024:00:30:00 +0200",
@@ -223,16 +223,16 @@ def test_timestamps_of_other_days_years_and_zones(env_paths: tuple[Path, Path, P
     land(landing, "access", 0, "web.log", "".join(f"{access_line(n, ts)}\n" for n, ts in enumerate(stamps)).encode())
     stats = run(env_paths, "access")
     assert (stats.rows_loaded, stats.rows_quarantined) == (3, 4)
-    loaded = rows(warehouse, "SELECT line_number, timestamp AT TIME ZONE 'UTC' FROM access.events ORDER BY 1")
+    loaded = rows(lake, "SELECT line_number, timestamp AT TIME ZONE 'UTC' FROM access.events ORDER BY 1")
     assert loaded == [
         (1, dt.datetime(2024, 1, 14, 23, 30)),
         (2, dt.datetime(2024, 1, 15, 22, 30)),
         (3, dt.datetime(2024, 1, 16, 0, 30)),
     ]
-    assert [(entry[1], checks_of(entry)) for entry in dlq(warehouse, "access")] == [
-        (4, [("timestamp", "within_day(2024-01-15 UTC ±60 min)")]),
-        (5, [("timestamp", "within_day(2024-01-15 UTC ±60 min)")]),
-        (6, [("timestamp", "within_day(2024-01-15 UTC ±60 min)")]),
+    assert [(entry[1], checks_of(entry)) for entry in dlq(lake, "access")] == [
+        (4, [("timestamp", "within_day")]),
+        (5, [("timestamp", "within_day")]),
+        (6, [("timestamp", "within_day")]),
         (7, [("timestamp", "parses_as_timestamp(%d/%b/%Y:%H:%M:%S %z)")]),
     ]
 
@@ -253,12 +253,12 @@ def test_dst_offsets_are_normalised_to_utc(
     """Fault: local times with a changing UTC offset around a DST transition (a gap, then a
     repeated hour). Expected: every line loaded, stored in UTC one second / one hour apart, in
     order, never merged or shifted by the wall clock."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     partition = dt.date.fromisoformat(day)
     land(landing, "access", 1, "web.log", "".join(f"{access_line(1, ts)}\n" for ts in stamps).encode(), partition)
     stats = run(env_paths, "access", partition)
     assert (stats.rows_loaded, stats.rows_quarantined) == (2, 0)
-    stored = rows(warehouse, "SELECT strftime(timestamp AT TIME ZONE 'UTC', '%H:%M:%S') FROM access.events ORDER BY 1")
+    stored = rows(lake, "SELECT strftime(timestamp AT TIME ZONE 'UTC', '%H:%M:%S') FROM access.events ORDER BY 1")
     assert [value for (value,) in stored] == expected_utc
 
 
@@ -267,19 +267,19 @@ def test_byte_order_mark_opening_a_file(env_paths: tuple[Path, Path, Path]) -> N
     tools do). Expected: the mark is not text of the first line: the first client is
     `203.0.113.1` (not `\\ufeff203.0.113.1`), and the app file's first record loads with its
     traceback folded in (not quarantined as lines that follow no record)."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     land(landing, "access", 1, "web.log", f"\ufeff{access_line(1)}\n{access_line(2)}\n".encode())
     app = "\ufeff2024-01-15 01:00:00,000 ERROR job: failed\nTraceback (most recent call last):\nValueError: boom\n"
     land(landing, "app", 1, "app.log", app.encode())
     stats = run(env_paths, "access")
     assert (stats.lines_read, stats.rows_loaded, stats.rows_quarantined) == (2, 2, 0)
-    assert rows(warehouse, "SELECT client FROM access.events ORDER BY line_number") == [
+    assert rows(lake, "SELECT client FROM access.events ORDER BY line_number") == [
         ("203.0.113.1",),
         ("203.0.113.2",),
     ]
     stats = run(env_paths, "app")
     assert (stats.lines_read, stats.rows_loaded, stats.continuation_lines, stats.rows_quarantined) == (3, 1, 2, 0)
-    assert rows(warehouse, "SELECT line_number, message FROM app.events") == [
+    assert rows(lake, "SELECT line_number, message FROM app.events") == [
         (1, "failed\nTraceback (most recent call last):\nValueError: boom")
     ]
 
@@ -290,7 +290,7 @@ def test_header_lines_and_unknown_level(env_paths: tuple[Path, Path, Path]) -> N
     Expected: banner quarantined `line: follows_a_record`; NOTICE record quarantined `level: isin`
     (the continuation after it folded in: 1 continuation line); impossible date quarantined
     `timestamp: parses_as_timestamp`; the WARN record loaded as WARNING."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     data = (
         b"=== service started ===\n"
         b"2024-01-15 10:00:00,000 NOTICE app.x: hello\n"
@@ -301,7 +301,7 @@ def test_header_lines_and_unknown_level(env_paths: tuple[Path, Path, Path]) -> N
     land(landing, "app", 10, "app.log", data)
     stats = run(env_paths, "app")
     assert (stats.lines_read, stats.rows_loaded, stats.rows_quarantined, stats.continuation_lines) == (5, 1, 3, 1)
-    assert [(entry[1], entry[2], checks_of(entry)) for entry in dlq(warehouse, "app")] == [
+    assert [(entry[1], entry[2], checks_of(entry)) for entry in dlq(lake, "app")] == [
         (1, "=== service started ===", [("line", "follows_a_record")]),
         (
             2,
@@ -311,7 +311,7 @@ def test_header_lines_and_unknown_level(env_paths: tuple[Path, Path, Path]) -> N
         (4, "2024-01-15 10:00:00,000 INFO app.y: bad date".replace("01-15", "13-45"),
          [("timestamp", "parses_as_timestamp(%Y-%m-%d %H:%M:%S,%3f)")]),
     ]  # fmt: skip
-    assert rows(warehouse, "SELECT level, logger FROM app.events") == [("WARNING", "app.z")]
+    assert rows(lake, "SELECT level, logger FROM app.events") == [("WARNING", "app.z")]
 
 
 INJECTIONS = [
@@ -328,7 +328,7 @@ def test_sql_and_shell_injection_is_stored_verbatim(env_paths: tuple[Path, Path,
     injection. Expected: stored verbatim (fields equal the input byte for byte), never executed:
     every table still exists with all rows, the canary file is never created; a line whose
     injection breaks the access format (a `"` inside the request) is quarantined verbatim."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     canary = tmp_path / "canary"
     paths = [text.format(canary=canary) for text in INJECTIONS]
     lines = [access_line(n, path=path.replace(" ", "%20"), agent=f"agent'); DROP TABLE access.dlq;-- {n}")
@@ -341,10 +341,10 @@ def test_sql_and_shell_injection_is_stored_verbatim(env_paths: tuple[Path, Path,
     app_stats = run(env_paths, "app")
     # The `"` in the second path ends the quoted request early: another layout, quarantined.
     assert (access_stats.rows_loaded, access_stats.rows_quarantined) == (4, 1)
-    assert [(entry[1], entry[2], checks_of(entry)) for entry in dlq(warehouse, "access")] == [
+    assert [(entry[1], entry[2], checks_of(entry)) for entry in dlq(lake, "access")] == [
         (2, lines[1], [("line", "matches_format")])
     ]
-    stored = rows(warehouse, "SELECT line_number, path, user_agent FROM access.events ORDER BY 1")
+    stored = rows(lake, "SELECT line_number, path, user_agent FROM access.events ORDER BY 1")
     expected_rows = [
         (n + 1, path.replace(" ", "%20"), f"agent'); DROP TABLE access.dlq;-- {n}")
         for n, path in enumerate(paths)
@@ -353,13 +353,13 @@ def test_sql_and_shell_injection_is_stored_verbatim(env_paths: tuple[Path, Path,
     assert stored == expected_rows
     # `sql'--` is a valid logger name (no blank, no colon): every app record is loaded verbatim.
     assert (app_stats.rows_loaded, app_stats.rows_quarantined) == (5, 0)
-    assert rows(warehouse, "SELECT logger, message FROM app.events ORDER BY line_number") == [
+    assert rows(lake, "SELECT logger, message FROM app.events ORDER BY line_number") == [
         ("sql'--", message) for message in app_messages
     ]
     for schema, table in [("access", t) for t in ("events", "dlq", "daily_metrics")] + [
         ("app", t) for t in ("events", "dlq", "daily_metrics")
     ]:
-        assert rows(warehouse, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+        assert rows(lake, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
                                "AND table_name = ?", [schema, table]) == [(1,)]  # fmt: skip
     assert not canary.exists()
 
@@ -368,7 +368,7 @@ def test_file_names_with_spaces_and_unicode(env_paths: tuple[Path, Path, Path]) 
     """Fault: landed files named `web server 01.log`, `journal-ünïcødé-日本.log.gz` and a hidden
     `.partial.log`. Expected: the first two are read (gzip by suffix) and their rows carry the
     exact key as source_file; the hidden upload-in-progress file is listed as ignored, not read."""
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     spaced = land(landing, "access", 11, "web server 01.log", f"{access_line(1)}\n".encode())
     unicode_key = land(
         landing, "access", 11, "journal-ünïcødé-日本.log.gz", gzip.compress(f"{access_line(2)}\n".encode())
@@ -377,7 +377,7 @@ def test_file_names_with_spaces_and_unicode(env_paths: tuple[Path, Path, Path]) 
     stats = run(env_paths, "access")
     assert (stats.files, stats.rows_loaded, stats.rows_quarantined) == (2, 2, 0)
     assert stats.ignored_objects == [hidden]
-    assert sorted(rows(warehouse, "SELECT source_file FROM access.events")) == sorted([(spaced,), (unicode_key,)])
+    assert sorted(rows(lake, "SELECT source_file FROM access.events")) == sorted([(spaced,), (unicode_key,)])
 
 
 def test_hour_folders_with_non_ascii_digits_are_not_hours(env_paths: tuple[Path, Path, Path]) -> None:
@@ -437,7 +437,7 @@ def test_real_apache_log_as_one_day(env_paths: tuple[Path, Path, Path]) -> None:
     loaded except line 8899, which is quarantined `line: matches_format`; every other line is
     quarantined `timestamp: within_day` (computed independently here with `datetime`)."""
     real = require_real_logs() / "elastic-examples" / "apache_logs"
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     partition = dt.date(2015, 5, 20)
     shutil.copyfile(real, landing.parent / "apache_logs")  # outside the repository, in tmp
     folder = landing / "access" / "dt=2015-05-20" / "hour=12"
@@ -456,9 +456,9 @@ def test_real_apache_log_as_one_day(env_paths: tuple[Path, Path, Path]) -> None:
     assert (stats.lines_read, stats.rows_loaded) == (10_000, len(in_day) - 1)
     assert stats.failed_checks == {
         "line: matches_format": 1,
-        "timestamp: within_day(2015-05-20 UTC ±60 min)": 10_000 - len(in_day),
+        "timestamp: within_day": 10_000 - len(in_day),
     }
-    assert rows(warehouse, "SELECT line_number FROM access.dlq WHERE reason LIKE 'line: matches_format%'") == [(8899,)]
+    assert rows(lake, "SELECT line_number FROM access.dlq WHERE reason LIKE 'line: matches_format%'") == [(8899,)]
 
 
 def test_real_invalid_utf8_crlf_file_as_app(env_paths: tuple[Path, Path, Path]) -> None:
@@ -468,11 +468,11 @@ def test_real_invalid_utf8_crlf_file_as_app(env_paths: tuple[Path, Path, Path]) 
     its exact bytes (CRLF terminators removed, lines joined by `\\n`)."""
     real = require_real_logs() / "lnav" / "logfile_invalid_utf8.0"
     data = real.read_bytes()
-    landing, _output, warehouse = env_paths
+    landing, _output, lake = env_paths
     land(landing, "app", 23, "lnav.log", data, dt.date(2015, 3, 12))
     stats = run(env_paths, "app", dt.date(2015, 3, 12))
     assert (stats.lines_read, stats.rows_quarantined, stats.continuation_lines, stats.rows_loaded) == (6, 1, 5, 0)
-    [(_file, line_number, _raw_line, raw_bytes, reasons)] = dlq(warehouse, "app")
+    [(_file, line_number, _raw_line, raw_bytes, reasons)] = dlq(lake, "app")
     assert line_number == 1
     assert raw_bytes == data.replace(b"\r\n", b"\n").rstrip(b"\n")
     assert ("line", "valid_utf8") in reasons

@@ -1,4 +1,4 @@
-"""Secrets never leak into logs, metadata, manifests, the warehouse or notifications.
+"""Secrets never leak into logs, metadata, manifests, the lake or notifications.
 
 Fault: recognisable secrets in the environment (`AWS_SECRET_ACCESS_KEY`, a webhook URL whose
 path is a token, `DAGSTER_PG_PASSWORD`), then a successful local run, a run failing against an
@@ -6,7 +6,7 @@ unreachable S3 endpoint (an error path, where credentials are most likely to be 
 success/failure notifications of both runs.
 Expected: none of the secrets appears anywhere that is kept or sent: the Dagster event log of
 both runs (every event, its metadata, error texts and stack traces), the stored job snapshot
-(resource defaults), the manifests, the warehouse tables, the webhook messages, and every
+(resource defaults), the manifests, the lake's tables and Delta logs, the webhook messages, and every
 Python log record emitted meanwhile (DEBUG included: urllib3, botocore).
 """
 
@@ -115,16 +115,19 @@ def test_secrets_never_appear_in_logs_metadata_manifests_or_notifications(
     assert "access 2024-01-15: 198 rows loaded, 2 quarantined" in texts[0]
     # The failure names the real error, not only "Exceeded max_retries" (fixed in sensors.py).
     assert (
-        "Exceeded max_retries of 1; last error: pipeline.engine.objects.ObjectStoreError: S3 ListObjectsV2" in texts[1]
+        "Exceeded max_retries of 1; last error: pipeline.orchestration.assets.DayFailed: access 2024-01-16" in texts[1]
     )
+    assert "ObjectStoreError: S3 ListObjectsV2" in texts[1]
     assert endpoint in texts[1]
 
     haystacks = {
         "event log (good run)": event_log_text(instance, good.run_id),
         "event log (failed run)": event_log_text(instance, bad.run_id),
         "manifests": "\n".join(path.read_text() for path in sorted(pipeline_env.output.rglob("*.json"))),
-        "warehouse": repr(pipeline_env.query("SELECT * FROM access.events"))
-        + repr(pipeline_env.query("SELECT * FROM access.dlq")),
+        "lake": repr(pipeline_env.query("SELECT * FROM access.events"))
+        + repr(pipeline_env.query("SELECT * FROM access.dlq"))
+        + repr(pipeline_env.query("SELECT * FROM access.loads")),
+        "delta logs": "\n".join(path.read_text() for path in sorted(pipeline_env.lake.rglob("_delta_log/*.json"))),
         "notifications": "\n".join(texts),
         "python logs": "\n".join(record.getMessage() for record in caplog.records)
         + "\n".join(str(record.exc_info) + str(record.exc_text) for record in caplog.records),
