@@ -35,7 +35,7 @@ def main() -> None:
     """`python -m benchmarks.probe ROOT SOURCE`: ingest the benchmark day and report."""
     root, source = Path(sys.argv[1]), sys.argv[2]
     started = time.perf_counter()
-    stats = ingest_day(root, source, root / f"probe-{source}.duckdb")
+    stats = ingest_day(root, source, root / f"probe-{source}-lake")
     seconds = time.perf_counter() - started
     print(json.dumps({"lines": stats.lines_read, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 

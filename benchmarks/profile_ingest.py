@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.reuse and (root / "landing" / args.source).exists()):
         shutil.rmtree(root, ignore_errors=True)
         generate_day(root, per_hour, [args.source])
-    database = root / "profile.duckdb"
-    database.unlink(missing_ok=True)
+    lake = root / "profile-lake"
+    shutil.rmtree(lake, ignore_errors=True)
     profiler = Profiler(interval=0.001)
     started = time.perf_counter()
     profiler.start()
-    stats = ingest_day(root, args.source, database, run_id="profile", parse_workers=args.workers)
+    stats = ingest_day(root, args.source, lake, run_id="profile", parse_workers=args.workers)
     profiler.stop()
     seconds = time.perf_counter() - started
     print(f"{stats.lines_read:,} lines in {seconds:.2f} s = {stats.lines_read / seconds:,.0f} lines/s (profiled)")

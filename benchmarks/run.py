@@ -7,7 +7,7 @@ hold on a noisy machine, prints a table against the targets and writes JSON:
   `access` and `app`, of `dagster asset materialize` of that partition, of the baselines
   (see `benchmarks.baselines`) and of the DuckDB read floor;
 - the ingest's two largest costs alone (`benchmarks.components`: the regex extraction, the
-  DuckDB append) and the ceiling they put on any ingest built from them, and DuckDB alone
+  lake write) and the ceiling they put on any ingest built from them, and DuckDB alone
   splitting and inserting the same lines on every core (no validation: a reference, not an
   ingest);
 - peak RSS of the ingest of a 1x and a 10x day, and of a 20-million-line day (700 MB target);
@@ -34,16 +34,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import polars as pl
 import yaml
 
 from benchmarks import baselines, components, formats
 from benchmarks.workload import BAD_LINE_RATE, DAY, generate_day, ingest_day
 from pipeline.cli.generate import generate_landing_zone
+from pipeline.engine.lake import Lake, LakeLocation
 from pipeline.engine.landing import list_partition
 from pipeline.engine.objects import LocalObjectStore
 from pipeline.engine.parse import PartitionParser
 from pipeline.settings import PROJECT_ROOT
 from pipeline.sources import DEFAULT_SOURCES_FILE, load_sources
+from pipeline.sources.spec import SourceSpec
 
 RSS_TARGET_MB = 700
 # `--quick`: every measurement at a tiny size (what the test suite runs); figures meaningless.
@@ -91,7 +95,7 @@ def environment_for(root: Path, home: Path, landing: Path | None = None) -> dict
         "PIPELINE_SOURCES_FILE": str(lenient_sources(root)),
         "PIPELINE_LANDING_URL": str(landing or root / "landing"),
         "PIPELINE_OUTPUT_URL": str(root / "output"),
-        "PIPELINE_WAREHOUSE": str(root / "dagster.duckdb"),
+        "PIPELINE_LAKE_URL": str(root / "dagster-lake"),
         "DAGSTER_HOME": str(home),
     }
 
@@ -321,11 +325,38 @@ def probe_generated_day(root: Path, lines_per_hour: int, label: str) -> dict[str
 
 
 def ingest_once(root: Path, source: str) -> int:
-    """The pipeline's ingest of one partition, in this process (into a fresh database);
-    returns the lines read."""
-    database = root / f"ingest-{source}.duckdb"
-    database.unlink(missing_ok=True)
-    return ingest_day(root, source, database).lines_read
+    """The pipeline's ingest of one partition, in this process (into a fresh lake); returns
+    the lines read."""
+    lake = root / f"ingest-{source}-lake"
+    shutil.rmtree(lake, ignore_errors=True)
+    return ingest_day(root, source, lake).lines_read
+
+
+def lake_write_once(spec: SourceSpec, rows: list[pl.DataFrame], lake: Path) -> int:
+    """`components.lake_write` into a fresh lake; returns the rows written."""
+    shutil.rmtree(lake, ignore_errors=True)
+    return components.lake_write(spec, rows, lake, DAY)
+
+
+READER_QUERY = "SELECT status, count(*), sum(bytes) FROM {events} GROUP BY status"
+
+
+def reader_snapshot(lake: Path) -> int:
+    """A reader's query the documented way: a DuckDB connection over the lake's consistent,
+    `loads`-driven snapshot (`pipeline.query.connect`, here on `lake`); returns rows counted."""
+    connection = Lake(LakeLocation.local(lake)).connect([load_sources()["access"]])
+    with connection:
+        rows = connection.execute(READER_QUERY.format(events="access.events")).fetchall()
+    return sum(int(row[1]) for row in rows)
+
+
+def reader_parquet_direct(lake: Path) -> int:
+    """The same query by DuckDB straight over the events table's Parquet files (no snapshot,
+    no Delta log: the floor a reader of these files cannot beat); returns rows counted."""
+    files = sorted(str(path) for path in (lake / "access" / "events").rglob("*.parquet"))
+    with duckdb.connect() as connection:
+        rows = connection.execute(READER_QUERY.format(events="read_parquet(?)"), [files]).fetchall()
+    return sum(int(row[1]) for row in rows)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -361,10 +392,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_seed_style": lambda: baselines.seed_style(access_files, work / "seed.duckdb", seed_lines),
         "baseline_pandas_pandera": lambda: baselines.pandas_pandera(access_files, work / "pandas.duckdb", pandas_lines),
         "component_regex_extract": lambda: components.regex_extract(access_pattern, access_lines),
-        "component_duckdb_append": lambda: components.duckdb_append(access, access_rows, work / "append.duckdb"),
+        "component_lake_write": lambda: lake_write_once(access, access_rows, work / "write-lake"),
         "component_duckdb_native_load": lambda: components.duckdb_native_load(
-            access, access_files, work / "native.duckdb", DAY, os.cpu_count() or 1
+            access_files, work / "native.duckdb", DAY, os.cpu_count() or 1
         ),
+        "reader_snapshot_query": lambda: reader_snapshot(day_root / "ingest-access-lake"),
+        "reader_parquet_direct": lambda: reader_parquet_direct(day_root / "ingest-access-lake"),
     }
     # Rounds interleave the measures so that a burst of load from elsewhere hits them alike;
     # each figure is its best round (what the code can do when the machine lets it).
@@ -380,9 +413,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["dagster_cli_access"] = {"lines": figures["pipeline_ingest_access"]["lines"], "seconds": seconds}
     for figure in figures.values():
         figure["lines_per_s"] = figure["lines"] / figure["seconds"] if figure["seconds"] else 0.0
-    # The append and the native load count rows (lines that became rows), not lines.
-    figures["component_duckdb_append"]["unit"] = "rows"
-    figures["component_duckdb_native_load"]["unit"] = "rows"
+    # The write, the native load and the readers count rows (lines that became rows), not lines.
+    for name in (
+        "component_lake_write",
+        "component_duckdb_native_load",
+        "reader_snapshot_query",
+        "reader_parquet_direct",
+    ):
+        figures[name]["unit"] = "rows"
     results["throughput"] = figures
     results["ingest_ceiling"] = ingest_ceiling(figures, os.cpu_count() or 1)
     if not args.skip_formats:
@@ -437,11 +475,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ingest_ceiling(figures: dict[str, dict[str, Any]], cores: int) -> dict[str, float]:
-    """The fastest any ingest could be that extracts fields with the source's regex and appends
-    the rows to the DuckDB file, if nothing else cost anything: both spread over `cores`
-    (at best), and the append no faster than its one writing thread."""
-    regex, append = figures["component_regex_extract"], figures["component_duckdb_append"]
-    # Both per line read: the append's time is spread over the lines its rows came from.
+    """The fastest any ingest could be that extracts fields with the source's regex and writes
+    the rows to the lake, if nothing else cost anything: both spread over `cores` (at best),
+    and the write no faster than its one writing thread."""
+    regex, append = figures["component_regex_extract"], figures["component_lake_write"]
+    # Both per line read: the write's time is spread over the lines its rows came from.
     regex_s_per_line = regex["seconds"] / regex["lines"]
     append_s_per_line = append["seconds"] / regex["lines"]
     lines_per_s = min(cores / (regex_s_per_line + append_s_per_line), 1 / append_s_per_line)
@@ -463,12 +501,14 @@ def report(results: dict[str, Any]) -> list[str]:
     access = rate["pipeline_ingest_access"]
     row("ingest access, lines/s", f"{access:,.0f}", ">= 1,000,000", access >= 1_000_000)
     ceiling = results["ingest_ceiling"]
-    row(f"  ceiling: regex + append alone, {ceiling['cores']} cores", f"{ceiling['lines_per_s']:,.0f}")
+    row(f"  ceiling: regex + lake write alone, {ceiling['cores']} cores", f"{ceiling['lines_per_s']:,.0f}")
     row("  ingest / that ceiling", f"{access / ceiling['lines_per_s']:.0%}")
     # Per line read, like the ingest: both went through the same files.
     native = throughput["pipeline_ingest_access"]["lines"] / throughput["component_duckdb_native_load"]["seconds"]
     row(f"  DuckDB alone: split + insert, {ceiling['cores']} cores", f"{native:,.0f}")
     row("  ingest / DuckDB alone", f"{access / native:.0%}")
+    reader = rate["reader_snapshot_query"] / rate["reader_parquet_direct"]
+    row("reader: snapshot query / Parquet direct", f"{reader:.0%}")
     seed_ratio = access / rate["baseline_seed_style"]
     row("ratio to seed-style baseline (a)", f"{seed_ratio:.1f}x", ">= 30x", seed_ratio >= 30)
     pandas_ratio = access / rate["baseline_pandas_pandera"]

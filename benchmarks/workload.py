@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.cli.generate import SOURCES, generate_landing_zone
-from pipeline.engine.ingest import DEFAULT_PARSE_WORKERS, PartitionStats, ingest_partition
+from pipeline.engine.ingest import DEFAULT_PARSE_WORKERS, IngestOptions, RunInfo, ingest_partition
+from pipeline.engine.lake import Lake, LakeLocation, LoadRecord
 from pipeline.engine.objects import LocalObjectStore
-from pipeline.engine.warehouse import Warehouse
 from pipeline.sources import load_sources
 
 DAY = dt.date(2024, 3, 1)
@@ -36,19 +36,19 @@ def generate_day(root: Path, lines_per_hour: int, sources: Sequence[str] = SOURC
 def ingest_day(
     root: Path,
     source: str,
-    database: Path,
+    lake: Path,
     *,
     run_id: str = "benchmark",
     parse_workers: int = DEFAULT_PARSE_WORKERS,
-) -> PartitionStats:
-    """The pipeline's ingest of `DAY` of `source` from `root/landing` into `database`."""
+) -> LoadRecord:
+    """The pipeline's ingest of `DAY` of `source` from `root/landing` into the local lake at
+    `lake`; returns the attempt's `loads` record."""
     return ingest_partition(
         load_sources()[source],
         DAY,
         landing=LocalObjectStore(root / "landing"),
         output=LocalObjectStore(root / "output"),
-        warehouse=Warehouse(database),
-        run_id=run_id,
-        quarantined_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-        parse_workers=parse_workers,
-    )
+        lake=Lake(LakeLocation.local(lake)),
+        run=RunInfo(run_id, dt.datetime(2024, 1, 1, tzinfo=dt.UTC)),
+        options=IngestOptions(parse_workers=parse_workers, resume=False),
+    ).record

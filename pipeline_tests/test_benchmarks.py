@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from pipeline.engine.lake import Lake, LakeLocation
+from pipeline.sources import load_sources
 from pipeline_tests.conftest import PROJECT_ROOT
 
 
@@ -38,10 +39,13 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert all(figure["lines_per_s"] > 0 for figure in throughput.values())
     # The components: the regex over every line; the append of exactly the rows the ingest loads.
     assert throughput["component_regex_extract"]["lines"] == 4800
-    with duckdb.connect(str(tmp_path / "work" / "1x" / "ingest-access.duckdb"), read_only=True) as connection:
+    lake = tmp_path / "work" / "1x" / "ingest-access-lake"
+    with Lake(LakeLocation.local(lake)).connect([load_sources()["access"]]) as connection:
         loaded = connection.execute("SELECT count(*) FROM access.events").fetchone()[0]  # type: ignore[index]
     assert 4700 < loaded < 4800
-    append = throughput["component_duckdb_append"]
+    # The readers counted exactly the loaded rows, through the snapshot and straight from Parquet.
+    assert throughput["reader_snapshot_query"]["lines"] == throughput["reader_parquet_direct"]["lines"] == loaded
+    append = throughput["component_lake_write"]
     assert append["lines"] == loaded and append["unit"] == "rows"
     # DuckDB alone loads the lines that split into the combined layout: it skips the malformed
     # lines the ingest quarantines but keeps e.g. out-of-range statuses, and the generated day has
@@ -59,7 +63,8 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert daemon["wall_s"] >= daemon["data_loaded_s"] > 0 and daemon["summed_compute_s"] > 0
     assert "ratio to seed-style baseline (a)" in completed.stdout
     assert "peak RSS 10x / 1x" in completed.stdout
-    assert "ceiling: regex + append alone" in completed.stdout and "ingest / DuckDB alone" in completed.stdout
+    assert "ceiling: regex + lake write alone" in completed.stdout and "ingest / DuckDB alone" in completed.stdout
+    assert "reader: snapshot query / Parquet direct" in completed.stdout
     assert "partitions, daemon (s)" in completed.stdout and "load average" in completed.stdout
     # The format rows (benchmarks/formats.py): the same volume as the access row.
     assert results["formats"]["json"]["lines"] == 4800 and "parse json (" in completed.stdout
