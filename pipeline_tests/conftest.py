@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, instance_for_test
 
+from pipeline_tests.not_yet_ported import mark_not_yet_ported
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_LOGS = PROJECT_ROOT.parent / "shared" / "real-logs"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -110,3 +112,8 @@ def materialize_range(
 def day(text: str) -> dt.date:
     """Shorthand for a date literal."""
     return dt.date.fromisoformat(text)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests not yet ported to the lake run as visible expected failures (not_yet_ported.py)."""
+    mark_not_yet_ported(items)

@@ -213,7 +213,7 @@ def test_ecs_run_launcher_loads_from_the_unmodified_file_without_calling_aws(
         launcher = instance.run_launcher
         assert type(launcher).__name__ == "EcsRunLauncher"
         assert launcher.use_current_ecs_task_config is True
-        assert launcher.env_vars == ["PIPELINE_LANDING_URL", "PIPELINE_OUTPUT_URL", "PIPELINE_WAREHOUSE"]
+        assert launcher.env_vars == ["PIPELINE_LANDING_URL", "PIPELINE_OUTPUT_URL", "PIPELINE_LAKE_URL"]
         assert launcher.run_resources == {"cpu": "1024", "memory": "4096"}
         assert launcher.secrets_tags == ["dagster"]
         assert launcher.ecs.meta.region_name == "us-east-1"
@@ -245,14 +245,14 @@ def test_a_missing_variable_fails_naming_it(
 
 
 def test_throttling_is_the_same_as_the_local_instance() -> None:
-    """Queue, run and tag limits, the `warehouse` pool (the pause switch), run monitoring and
+    """Queue, run and tag limits, the `lake_writers` pool (the pause switch), run monitoring and
     run retries are those of the local dagster.yaml: what operators tested locally is what
     production does."""
     deployed = yaml.safe_load(DEPLOY_YAML.read_text())
     local = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     for section in ("run_queue", "concurrency", "run_monitoring", "run_retries", "telemetry"):
         assert deployed[section] == local[section], section
-    assert deployed["concurrency"]["pools"] == {"default_limit": 1, "granularity": "run"}
+    assert deployed["concurrency"]["pools"] == {"default_limit": 2, "granularity": "run"}
 
 
 def env_entries(node: Any) -> set[str]:
@@ -272,7 +272,7 @@ def test_every_variable_the_deployment_reads_is_documented() -> None:
     instance_config = yaml.safe_load(DEPLOY_YAML.read_text())
     names = env_entries(instance_config) | env_entries(yaml.safe_load((DEPLOY / "workspace.yaml").read_text()))
     names |= set(instance_config["run_launcher"]["config"]["env_vars"])
-    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_COMPUTE_LOG_BUCKET", "PIPELINE_WAREHOUSE"} <= names
+    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_COMPUTE_LOG_BUCKET", "PIPELINE_LAKE_URL"} <= names
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)`", (DEPLOY / "README.md").read_text(), flags=re.MULTILINE))
     assert names - documented == set()
 
