@@ -340,7 +340,7 @@ class _DayLoad:
                     time.sleep(options.sleep_between_batches_s)
         if pending.count:
             judge()
-        record.failed_checks = dict(self.failed_checks.most_common())
+        record.failed_checks = rules_by_rows(self.failed_checks)
         record.rows_read = record.rows_loaded + record.rows_quarantined
 
     # -- 2. commits -------------------------------------------------------------------------
@@ -612,6 +612,13 @@ def _evidence(
     # The row stands for one line (the cut one, or the unreadable file), so that
     # lines_read = rows_loaded + rows_quarantined + continuation_lines + lines_ignored still holds.
     return ParsedBatch(pl.DataFrame(), quarantined, lines_read=1, lines_ignored=0, continuation_lines=0)
+
+
+def rules_by_rows(failed_checks: Counter[str]) -> dict[str, int]:
+    """Quarantined rows per rule, most rows first and ties by rule name: the same order in
+    `loads`, the manifest, metadata and messages on every run (a Counter's ties follow the
+    order polars happened to group in)."""
+    return dict(sorted(failed_checks.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _count_failures(quarantined: pl.DataFrame, counter: Counter[str]) -> None:

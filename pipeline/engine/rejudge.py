@@ -31,7 +31,15 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from pipeline.engine.ingest import IngestResult, RunInfo, _DayLoad, _finish, _record_failure, _write_manifest
+from pipeline.engine.ingest import (
+    IngestResult,
+    RunInfo,
+    _DayLoad,
+    _finish,
+    _record_failure,
+    _write_manifest,
+    rules_by_rows,
+)
 from pipeline.engine.lake import Lake, LoadRecord
 from pipeline.engine.lake.loads import EMPTY, LOADED, sealed_by_day
 from pipeline.engine.lake.snapshot import day_dataset
@@ -200,7 +208,7 @@ def _rewrite(day_load: _DayLoad, sealed: LoadRecord) -> tuple[int, int]:
         _samples(record, evidence)
     record.rows_loaded = sealed.rows_loaded + moved
     record.rows_quarantined = still + evidence.height
-    record.failed_checks = dict(failed.most_common())
+    record.failed_checks = rules_by_rows(failed)
     record.rows_read = record.rows_loaded + record.rows_quarantined
     return moved, still
 
