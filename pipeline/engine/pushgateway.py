@@ -6,7 +6,7 @@ the HTTP requests themselves go through `requests`, so that every one has an exp
 
 The URL is a secret as soon as it carries credentials (`https://user:password@host`, a bare
 token `https://TOKEN@host`, a query string or a path prefix a proxy checks): only its scheme,
-host and port are ever logged or put in an error message (`redact`), exception texts (which
+host and port are ever logged or put in an error message (`redact_url`), exception texts (which
 can quote the URL) are reduced to their type, and the HTTP client's own DEBUG request lines
 are filtered.
 """
@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 from prometheus_client import CollectorRegistry, delete_from_gateway, push_to_gateway
 
+from pipeline.engine.redaction import redact_url, urllib3_secrets_filter
 from pipeline.settings import SettingsError, env_number
 
 logger = logging.getLogger(__name__)
@@ -47,32 +48,7 @@ class _Permanent(PushgatewayError):
     """A refusal that another attempt will not change (HTTP 4xx other than 408/429)."""
 
 
-def redact(url: str) -> str:
-    """Scheme, host and port of a URL, safe to log: `https://push.example.com:9091/…`."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or '?'}{port}/…"
-
-
-class _RedactSecrets(logging.Filter):
-    """Blanks secret URL parts in urllib3's DEBUG request lines (`"PUT /prefix/metrics/...?token=..."`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(secret in message for secret in self.secrets):
-                for secret in sorted(self.secrets, key=len, reverse=True):
-                    message = message.replace(secret, "…")
-                record.msg, record.args = message, ()
-        return True
-
-
-_REDACT = _RedactSecrets()
-logging.getLogger("urllib3.connectionpool").addFilter(_REDACT)
+_REDACT = urllib3_secrets_filter("…")
 
 
 @dataclass(frozen=True)
@@ -123,7 +99,7 @@ class PushgatewayConfig:
     @property
     def target(self) -> str:
         """The gateway's URL as it may be logged."""
-        return redact(self.url) if self.url else "(none)"
+        return redact_url(self.url) if self.url else "(none)"
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from pipeline.engine.lake.loads import LoadRecord
+from pipeline.engine.redaction import redact_url, urllib3_secrets_filter
 from pipeline.orchestration.operations import OperationsSettings
 
 logger = logging.getLogger(__name__)
@@ -30,33 +31,7 @@ class WebhookError(RuntimeError):
     """The webhook did not accept a message (the URL is not part of the message)."""
 
 
-def redact(url: str) -> str:
-    """Scheme and host of a URL, safe to log: `https://hooks.slack.com/…`."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}{':' + str(parts.port) if parts.port else ''}/…"
-
-
-class _RedactWebhookPaths(logging.Filter):
-    """Blanks webhook paths in the HTTP client's log records: urllib3 logs every request line
-    (`"POST /services/T…/token HTTP/1.1" 200`) at DEBUG, which would put the secret in any log
-    that captures DEBUG."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(secret in message for secret in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "/…")
-                record.msg, record.args = message, ()
-        return True
-
-
-_REDACT_PATHS = _RedactWebhookPaths()
-logging.getLogger("urllib3.connectionpool").addFilter(_REDACT_PATHS)
+_REDACT_PATHS = urllib3_secrets_filter("/…")
 
 
 @dataclass(frozen=True)
@@ -84,7 +59,7 @@ class Notifier:
         if not self.url:
             logger.info("notification not sent (PIPELINE_NOTIFY_WEBHOOK_URL is unset): %s", text.splitlines()[0])
             return False
-        target = redact(self.url)
+        target = redact_url(self.url)
         parts = urlsplit(self.url)
         secret = parts.path + (f"?{parts.query}" if parts.query else "")
         if secret.strip("/"):

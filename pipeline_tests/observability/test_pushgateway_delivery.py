@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.engine.operational_metrics import AttemptMetrics, MetricsPusher, SourceHistory, push_attempt_metrics
-from pipeline.engine.pushgateway import PushgatewayClient, PushgatewayConfig, PushgatewayError, redact
+from pipeline.engine.pushgateway import PushgatewayClient, PushgatewayConfig, PushgatewayError
+from pipeline.engine.redaction import redact_url as redact
 from pipeline.settings import SettingsError
 from pipeline_tests.observability.conftest import AUTH_PASSWORD, AUTH_USER, Gateway
 from pipeline_tests.observability.test_operational_metrics import loaded_day
