@@ -164,16 +164,7 @@ def ingest_partition(
             _finish(record, started)
             tables.append_loads([record])
     except BaseException as error:
-        if day_load is not None:
-            day_load.undo(error)
-        _record_failure(record, error, started)
-        log.exception("load %s %s failed", spec.name, day)
-        try:
-            tables.append_loads([record])
-        except Exception:
-            # The failure stays visible in the run, its log and the manifest; never mask it.
-            log.exception("could not record the failed attempt of %s %s in %s", spec.name, day, tables.uri("loads"))
-        _write_manifest(output, record, log)
+        _fail_attempt(tables, output, record, day_load, error, started, log, "load")
         raise
     _write_manifest(output, record, log)
     log.info("%s (%.2f s, %d lines read)", record.summary, record.duration_s, record.lines_read)
@@ -206,6 +197,36 @@ def _finish(record: LoadRecord, started: float) -> None:
     record.ended_at = dt.datetime.now(dt.UTC)
     record.duration_s = round(time.perf_counter() - started, 3)
     record.summary = record.sentence()
+
+
+def _fail_attempt(
+    tables: SourceTables,
+    output: ObjectStore,
+    record: LoadRecord,
+    day_load: _DayLoad | None,
+    error: BaseException,
+    started: float,
+    log: Log,
+    operation: str,
+) -> None:
+    """What every failed attempt (a load, a re-judge) leaves: its commits undone, its `loads`
+    row and its manifest saying `failed` with the error; the caller re-raises."""
+    if day_load is not None:
+        day_load.undo(error)
+    _record_failure(record, error, started)
+    log.exception("%s of %s %s failed", operation, record.source, record.partition_date)
+    try:
+        tables.append_loads([record])
+    except Exception:
+        # The failure stays visible in the run, its log and the manifest; never mask it.
+        log.exception(
+            "could not record the failed %s of %s %s in %s",
+            operation,
+            record.source,
+            record.partition_date,
+            tables.uri("loads"),
+        )
+    _write_manifest(output, record, log)
 
 
 def _record_failure(record: LoadRecord, error: BaseException, started: float) -> None:

@@ -35,8 +35,8 @@ from pipeline.engine.ingest import (
     IngestResult,
     RunInfo,
     _DayLoad,
+    _fail_attempt,
     _finish,
-    _record_failure,
     _write_manifest,
     rules_by_rows,
 )
@@ -128,15 +128,7 @@ def rejudge_partition(
             )
             tables.append_loads([record])
     except BaseException as error:
-        if day_load is not None:
-            day_load.undo(error)
-        _record_failure(record, error, started)
-        log.exception("re-judge of %s %s failed", spec.name, day)
-        try:
-            tables.append_loads([record])
-        except Exception:
-            log.exception("could not record the failed re-judge of %s %s", spec.name, day)
-        _write_manifest(output, record, log)
+        _fail_attempt(tables, output, record, day_load, error, started, log, "re-judge")
         raise
     _write_manifest(output, record, log)
     log.info("%s (%.2f s)", record.summary, record.duration_s)
