@@ -55,6 +55,8 @@ def test_check_reports_rows_reasons_counts_and_fails_above_budget(tmp_path, caps
     assert "Parsed rows: 1\n" in out and "│ 1           ┆ 2024-01-20 16:05:00 UTC ┆ 198.51.100.7" in out
     assert "Quarantined rows: 2\n  line 2: line: matches_format (got garbage)\n      garbage\n" in out
     assert "  line 3: status: in_range(100, 599) (got 999)\n" in out
+    # Rules by rows, ties by name: the same order as `loads`, manifests and metadata.
+    assert "\nFailed checks:\n         1  line: matches_format\n         1  status: in_range(100, 599)\n" in out
     assert "Lines read 4 = 1 loaded + 2 quarantined + 0 continuation + 1 ignored" in out
     assert out.rstrip().endswith(
         "Quarantine rate 66.67% of 3 rows: ABOVE the error budget of 1.00% (a day like this fails the blocking "

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from pipeline.engine.objects import ObjectStore, ObjectStoreError
+from pipeline.engine.records import rules_by_rows
 from pipeline.engine.sample import SampleFile, SampleReport, check_sample
 from pipeline.sources import Catalog, SourceConfigError, configured_catalog
 
@@ -171,7 +172,7 @@ def report_lines(report: SampleReport, files: list[SampleFile], origin: Path, da
             lines.append(f"      {_cut(row['raw_line'])}")
     if report.failed_checks:
         lines.append("\nFailed checks:")
-        lines += [f"  {count:>8,}  {rule}" for rule, count in sorted(report.failed_checks.items(), key=lambda i: -i[1])]
+        lines += [f"  {count:>8,}  {rule}" for rule, count in rules_by_rows(report.failed_checks).items()]
     lines.append(
         f"\nLines read {report.lines_read:,} = {report.rows_loaded:,} loaded + {report.rows_quarantined:,} quarantined"
         f" + {report.continuation_lines:,} continuation + {report.lines_ignored:,} ignored"

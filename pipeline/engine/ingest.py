@@ -49,6 +49,7 @@ from pipeline.engine.landing_state import LandingState, landing_state
 from pipeline.engine.objects import ObjectStore
 from pipeline.engine.parse import JUDGE_ROWS, ParsedBatch, PartitionParser, PendingValidation, quarantine_entry
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, FileReadError, iter_line_batches, open_log
+from pipeline.engine.records import count_failed_checks, rules_by_rows
 from pipeline.sources.spec import SourceSpec
 from pipeline.sources.version import definition_version
 
@@ -317,7 +318,7 @@ class _DayLoad:
                 self.writers["events"].write(batch.events.with_columns(events_columns).to_arrow())
             if batch.quarantined.height:
                 self.writers["dlq"].write(batch.quarantined.with_columns(dlq_columns).to_arrow())
-                _count_failures(batch.quarantined, self.failed_checks)
+                count_failed_checks(batch.quarantined, self.failed_checks)
                 _keep_samples(record, batch.quarantined)
             record.lines_read += batch.lines_read
             record.lines_ignored += batch.lines_ignored
@@ -633,25 +634,6 @@ def _evidence(
     # The row stands for one line (the cut one, or the unreadable file), so that
     # lines_read = rows_loaded + rows_quarantined + continuation_lines + lines_ignored still holds.
     return ParsedBatch(pl.DataFrame(), quarantined, lines_read=1, lines_ignored=0, continuation_lines=0)
-
-
-def rules_by_rows(failed_checks: Counter[str]) -> dict[str, int]:
-    """Quarantined rows per rule, most rows first and ties by rule name: the same order in
-    `loads`, the manifest, metadata and messages on every run (a Counter's ties follow the
-    order polars happened to group in)."""
-    return dict(sorted(failed_checks.items(), key=lambda item: (-item[1], item[0])))
-
-
-def _count_failures(quarantined: pl.DataFrame, counter: Counter[str]) -> None:
-    rules = (
-        quarantined.select(pl.col("reasons").explode())
-        .unnest("reasons")
-        .select(pl.format("{}: {}", "field", "check").alias("rule"))
-        .group_by("rule")
-        .len()
-    )
-    for rule, count in rules.iter_rows():
-        counter[rule] += count
 
 
 def _write_manifest(output: ObjectStore, record: LoadRecord, log: Log) -> None:

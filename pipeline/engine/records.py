@@ -6,6 +6,8 @@ field may be called `text` or `raw_bytes` without clashing with the record's own
 
 from __future__ import annotations
 
+from collections import Counter
+
 import polars as pl
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
@@ -23,6 +25,26 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "reasons": pl.List(pl.Struct({"field": pl.String, "check": pl.String, "value": pl.String})),
     "reason": pl.String(),
 }
+
+
+def count_failed_checks(quarantined: pl.DataFrame, counter: Counter[str]) -> None:
+    """Add each rule's quarantined rows (`field: check`, one per reason) of `quarantined` to `counter`."""
+    rules = (
+        quarantined.select(pl.col("reasons").explode())
+        .unnest("reasons")
+        .select(pl.format("{}: {}", "field", "check").alias("rule"))
+        .group_by("rule")
+        .len()
+    )
+    for rule, count in rules.iter_rows():
+        counter[rule] += count
+
+
+def rules_by_rows(failed_checks: Counter[str]) -> dict[str, int]:
+    """Quarantined rows per rule, most rows first and ties by rule name: the same order in
+    `loads`, the manifest, metadata, messages and `pipeline sources check` on every run (a
+    Counter's ties follow the order polars happened to group in)."""
+    return dict(sorted(failed_checks.items(), key=lambda item: (-item[1], item[0])))
 
 
 def decode(lines: pa_arrow.LargeBinaryArray) -> tuple[pl.Series, pl.Series | None]:

@@ -38,7 +38,6 @@ from pipeline.engine.ingest import (
     _fail_attempt,
     _finish,
     _write_manifest,
-    rules_by_rows,
 )
 from pipeline.engine.lake import Lake, LoadRecord
 from pipeline.engine.lake.loads import EMPTY, LOADED, sealed_by_day
@@ -46,6 +45,7 @@ from pipeline.engine.lake.snapshot import day_dataset
 from pipeline.engine.objects import ObjectStore
 from pipeline.engine.parse import ParsedBatch, PartitionParser, PendingValidation
 from pipeline.engine.reader import LineBatch
+from pipeline.engine.records import count_failed_checks, rules_by_rows
 from pipeline.sources.spec import SourceSpec
 from pipeline.sources.version import definition_version
 
@@ -191,12 +191,12 @@ def _rewrite(day_load: _DayLoad, sealed: LoadRecord) -> tuple[int, int]:
         if batch.quarantined.height:
             day_load.writers["dlq"].write(batch.quarantined.with_columns(dlq_columns).to_arrow())
             still += batch.quarantined.height
-            _count(batch.quarantined, failed)
+            count_failed_checks(batch.quarantined, failed)
             _samples(record, batch.quarantined)
     if evidence.height:
         kept = evidence.with_columns(pl.lit(run_id, dtype=pl.String).alias("run_id"))
         day_load.writers["dlq"].write(kept.to_arrow())
-        _count(evidence, failed)
+        count_failed_checks(evidence, failed)
         _samples(record, evidence)
     record.rows_loaded = sealed.rows_loaded + moved
     record.rows_quarantined = still + evidence.height
@@ -254,12 +254,6 @@ def _renumbered(batch: ParsedBatch, originals: list[int]) -> ParsedBatch:
         batch.continuation_lines,
         batch.held,
     )
-
-
-def _count(quarantined: pl.DataFrame, counter: Counter[str]) -> None:
-    from pipeline.engine.ingest import _count_failures
-
-    _count_failures(quarantined, counter)
 
 
 def _samples(record: LoadRecord, quarantined: pl.DataFrame) -> None:

@@ -10,6 +10,7 @@ The data date of each file is the caller's: nothing here reads the clock.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import polars as pl
 
 from pipeline.engine.parse import ParsedBatch, PartitionParser, PendingValidation, events_schema, quarantine_entry
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES, FileReadError, iter_line_batches, open_log
-from pipeline.engine.records import QUARANTINE_SCHEMA
+from pipeline.engine.records import QUARANTINE_SCHEMA, count_failed_checks
 from pipeline.sources.spec import SourceSpec
 
 
@@ -47,7 +48,7 @@ class SampleReport:
     events: pl.DataFrame = field(default_factory=pl.DataFrame)
     quarantined: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=QUARANTINE_SCHEMA))
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
-    failed_checks: dict[str, int] = field(default_factory=dict)
+    failed_checks: Counter[str] = field(default_factory=Counter)
 
     @property
     def rows_read(self) -> int:
@@ -126,12 +127,4 @@ def _add(report: SampleReport, batch: ParsedBatch, keep_rows: int, keep_quaranti
     if batch.quarantined.height:
         quarantined = pl.concat([report.quarantined, batch.quarantined.head(keep_quarantined)])
         report.quarantined = quarantined.sort("source_file", "line_number").head(keep_quarantined)
-        rules = (
-            batch.quarantined.select(pl.col("reasons").explode())
-            .unnest("reasons")
-            .select(pl.format("{}: {}", "field", "check").alias("rule"))
-            .group_by("rule")
-            .len()
-        )
-        for rule, count in rules.iter_rows():
-            report.failed_checks[rule] = report.failed_checks.get(rule, 0) + count
+        count_failed_checks(batch.quarantined, report.failed_checks)
