@@ -61,10 +61,15 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     daemon = results["backfill_daemon"]
     assert daemon["partitions"] == 2 and daemon["runs"] >= 1 and daemon["run_statuses"] == ["SUCCESS"]
     assert daemon["wall_s"] >= daemon["data_loaded_s"] > 0 and daemon["summed_compute_s"] > 0
+    assert (daemon["ranges"], daemon["most_runs_at_once"]) == (1, 1)
+    # The same days as two concurrent ranges: two backfills, one run each, both loaded.
+    two = results["backfill_daemon_2_ranges"]
+    assert (two["partitions"], two["ranges"], two["runs"], two["run_statuses"]) == (2, 2, 2, ["SUCCESS"])
+    assert 1 <= two["most_runs_at_once"] <= 2  # at most the lake_writers limit
     assert "ratio to seed-style baseline (a)" in completed.stdout
     assert "peak RSS 10x / 1x" in completed.stdout
     assert "ceiling: regex + lake write alone" in completed.stdout and "ingest / DuckDB alone" in completed.stdout
     assert "reader: snapshot query / Parquet direct" in completed.stdout
-    assert "partitions, daemon (s)" in completed.stdout and "load average" in completed.stdout
+    assert "partitions, daemon, 2 range(s) (s)" in completed.stdout and "load average" in completed.stdout
     # The format rows (benchmarks/formats.py): the same volume as the access row.
     assert results["formats"]["json"]["lines"] == 4800 and "parse json (" in completed.stdout
