@@ -7,6 +7,7 @@ proxy: what these tests fault is processes, not the network.)
 - Writers of the same day take turns on the day's lease object (conditional PUT
   `If-None-Match`); a killed holder's lease is taken over once it expires.
 - A reader sees a consistent snapshot, reading the data files with pyarrow's S3 client.
+- A writer SIGKILLed between the commits of two tables never shows a half-replaced day.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline.engine.lake import Lake, LakeLocation, S3ClientSettings
+from pipeline.engine.lake.datasets import files_dataset, table_files
+from pipeline.engine.lake.maintenance import maintain_source
 from pipeline.engine.lake.snapshot import connect
 from pipeline.sources import load_sources
 from pipeline_tests.reliability.conftest import kill, wait_for, worker
@@ -174,3 +177,66 @@ def test_lake_settings_reach_delta_rs_and_pyarrow_without_leaking(aws_env: Fault
     filesystem = settings.pyarrow_filesystem()
     assert filesystem.region == "us-east-1"
     assert Lake(location, s3_client=object()).location.is_s3
+
+
+def s3_lake(url: str, admin_s3: Any) -> Lake:
+    """The S3 lake at `url` for maintenance and raw reads, its day locks through `admin_s3`."""
+    return Lake(LakeLocation.s3(url, S3ClientSettings()), s3_client=admin_s3, lock_wait_s=60.0, lease_s=3.0)
+
+
+def raw_runs(lake: Lake, table: str) -> list[str]:
+    """The run ids in the current files of an access table, read raw (without the `loads`-driven
+    snapshot, as Spark or Trino would)."""
+    tables = lake.tables(SOURCES["access"])
+    dataset = files_dataset(tables.location, tables.uri(table), tables.schemas[table], table_files(tables.open(table)))
+    return sorted(set(dataset.to_table(columns=["run_id"]).column("run_id").to_pylist()))
+
+
+def test_a_writer_killed_between_commits_on_s3_never_shows_a_half_replaced_day(
+    landing: Path, tmp_path: Path, bucket: str, admin_s3: Any, direct: MotoServer
+) -> None:
+    """Fault: a re-run of access/2024-02-10 in an S3 lake is SIGKILLed after it committed the
+    day's events and DLQ, before the metrics and the `loads` row that seals the day. Expected:
+    the documented reader shows exactly the previous load in every table, although the raw
+    events and DLQ files already are the killed run's (asserted, so the day really is torn);
+    `lake maintain` puts those back once the killed run's lease expired; the next run loads the
+    day with the same rows, and `loads` numbers the two sealed attempts."""
+    url = f"s3://{bucket}/lake"
+    day = DAYS[0].isoformat()
+    finish(worker(landing, tmp_path / "out", url, "access", day, run_id="run-before", chunk_bytes=CHUNK))
+    counts_sql = (
+        "SELECT (SELECT count(*) FROM access.events), (SELECT count(*) FROM access.dlq), "
+        "(SELECT count(*) FROM access.daily_metrics)"
+    )
+    before = query(url, counts_sql)
+    assert before[0][0] > 2000 and before[0][1] > 0 and before[0][2] == 1
+    marker = tmp_path / "reached"
+    killed = worker(landing, tmp_path / "out", url, "access", day, hook="after_dlq_commit", marker=marker,
+                    run_id="run-killed", chunk_bytes=CHUNK, lease_s=3.0)  # fmt: skip
+    wait_for(marker, killed)
+    kill(killed)
+
+    lake = s3_lake(url, admin_s3)
+    assert [raw_runs(lake, table) for table in ("events", "dlq", "daily_metrics")] == [
+        ["run-killed"],
+        ["run-killed"],
+        ["run-before"],
+    ]
+    union = "SELECT DISTINCT run_id FROM access.{} UNION SELECT DISTINCT run_id FROM access.{}"
+    assert query(url, union.format("events", "dlq")) == [("run-before",)]
+    assert query(url, "SELECT DISTINCT run_id FROM access.daily_metrics") == [("run-before",)]
+    assert query(url, counts_sql) == before
+    assert query(url, "SELECT run_id, status FROM access.loads") == [("run-before", "loaded")]
+
+    report = maintain_source(lake, SOURCES["access"])  # takes the killed run's lease over (3 s)
+    assert report.busy_days == [] and sorted(report.repaired_days[day]) == ["dlq", "events"]
+    assert [raw_runs(lake, table) for table in ("events", "dlq", "daily_metrics")] == [["run-before"]] * 3
+    assert query(url, counts_sql) == before
+
+    finish(worker(landing, tmp_path / "out", url, "access", day, run_id="run-rerun", chunk_bytes=CHUNK))
+    assert query(url, counts_sql) == before
+    assert query(url, union.format("events", "dlq")) == [("run-rerun",)]
+    assert query(url, "SELECT attempt, run_id, status FROM access.loads ORDER BY attempt") == [
+        (1, "run-before", "loaded"),
+        (2, "run-rerun", "loaded"),
+    ]

@@ -155,7 +155,9 @@ def _repair(
         if dry_run:
             report.repaired_days[day_text] = torn[day_text]
             continue
-        repair_lake = Lake(lake.location, s3_client=lake.s3_client, lock_wait_s=_REPAIR_LOCK_WAIT_S)
+        repair_lake = Lake(
+            lake.location, s3_client=lake.s3_client, lock_wait_s=_REPAIR_LOCK_WAIT_S, lease_s=lake.lease_s
+        )
         try:
             with repair_lake.day_lock(spec.name, day, owner=owner, log=log):
                 # Looked at again under the lock: the writer that tore it may have finished since.
