@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import DagsterInstance, RetryPolicy
+from dagster import AssetKey, DagsterInstance, RetryPolicy
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline.engine.lake import SchemaChangeError
@@ -310,6 +310,50 @@ def test_a_later_failure_never_hides_the_days_that_were_loaded(
         "2024-01-16",
     }
     assert pipeline_env.query("SELECT count(DISTINCT partition_date) FROM app.events") == [(2,)]
+
+
+def test_a_loaded_day_whose_landing_files_expired_is_kept_unless_emptying_is_asked_for(
+    pipeline_env: PipelineEnv, instance: DagsterInstance
+) -> None:
+    """Fault: app/2024-01-15 was loaded, then its landing files were removed (expired), and the day
+    is re-run. Expected: the run fails naming the day, its rows and what to do; the lake still
+    shows the day's rows; the failed attempt is in `loads`. Re-run with
+    `allow_emptying_loaded_days`, the day becomes an empty load."""
+    import shutil
+
+    generate_landing_zone(pipeline_env.landing, [day("2024-01-15")], sources=["app"], lines_per_hour=5)
+    selection = ["app/events", "app/dlq", "app/daily_metrics"]
+    materialize_range(pipeline_env.definitions(), instance, "2024-01-15", selection=selection)
+    (loaded,) = pipeline_env.attempts("app", "2024-01-15")
+    events = pipeline_env.query("SELECT count(*) FROM app.events")
+    assert events[0][0] == loaded["rows_loaded"] > 0
+    shutil.rmtree(pipeline_env.landing / "app" / "dt=2024-01-15")
+
+    result = materialize_range(
+        pipeline_env.definitions(), instance, "2024-01-15", selection=selection, raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    text = str(failure.step_failure_data.error.message)
+    assert (
+        f"app 2024-01-15: its landing folder has no files now, but the lake holds the {loaded['rows_read']:,} rows of "
+        f"run {loaded['run_id']} (attempt 1, {loaded['files']} files); the day is kept as it is." in text
+    )
+    assert "re-run it with allow_emptying_loaded_days: true" in text
+    assert pipeline_env.query("SELECT count(*) FROM app.events") == events
+    statuses = [(row["attempt"], row["status"]) for row in pipeline_env.attempts("app", "2024-01-15")]
+    assert statuses == [(1, "loaded"), (2, "failed")]
+
+    job = pipeline_env.definitions().resolve_implicit_global_asset_job_def()
+    emptied = job.execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey.from_user_string(key) for key in selection],
+        partition_key="2024-01-15",
+        run_config={"ops": {"app_ingest": {"config": {"allow_emptying_loaded_days": True}}}},
+    )
+    assert emptied.success
+    assert pipeline_env.query("SELECT count(*) FROM app.events") == [(0,)]
+    assert pipeline_env.attempts("app", "2024-01-15")[-1]["status"] == "empty"
 
 
 def test_weekly_maintenance_compacts_vacuums_and_reports(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:

@@ -86,6 +86,13 @@ class IngestOptions:
     # definition. `skip_unchanged_days` extends that to any earlier run.
     resume: bool = True
     skip_unchanged_days: bool = False
+    # A day loaded with rows whose landing folder is now empty (the files expired) is kept, and
+    # the attempt fails saying so, unless emptying it is what the operator asked for.
+    allow_emptying_loaded_days: bool = False
+
+
+class LandingEmptiedError(RuntimeError):
+    """A loaded day's landing folder has no files any more: replacing it would lose its rows."""
 
 
 def manifest_key(source: str, day: dt.date) -> str:
@@ -158,6 +165,22 @@ def ingest_partition(
                 )
                 _write_manifest(output, previous, log)
                 return IngestResult(previous, skipped=True)
+            if previous is not None and previous.rows_read and not state.listing.files:
+                if not options.allow_emptying_loaded_days:
+                    raise LandingEmptiedError(
+                        f"{spec.name} {day}: its landing folder has no files now, but the lake holds the "
+                        f"{previous.rows_read:,} rows of run {previous.run_id} (attempt {previous.attempt}, "
+                        f"{previous.files} files); the day is kept as it is. If the landing files expired, re-judge "
+                        "its quarantined rows instead (`pipeline dlq rejudge`); to empty the day on purpose, re-run "
+                        "it with allow_emptying_loaded_days: true"
+                    )
+                log.warning(
+                    "%s %s: replacing the %d rows of run %s with an empty day (allow_emptying_loaded_days)",
+                    spec.name,
+                    day,
+                    previous.rows_read,
+                    previous.run_id,
+                )
             day_load = _DayLoad(tables, spec, day, record, previous, run, lock, log)
             day_load.write_files(state, landing, options, on_progress)
             day_load.commit()

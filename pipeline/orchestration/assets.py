@@ -93,6 +93,11 @@ class IngestConfig(Config):
         description="Skip a day already loaded (by any run) from the same landing files under the same "
         "definition. Retries and re-executions of a run always skip the days it loaded.",
     )
+    allow_emptying_loaded_days: bool = Field(
+        default=False,
+        description="Replace a loaded day whose landing folder is now empty with an empty day. Without it such "
+        "a day is kept and its attempt fails (the files expired: its rows are not lost to a re-run).",
+    )
     rejudge_dlq: bool = Field(
         default=False,
         description="Re-judge the days' quarantined rows through the current definition instead of reading the "
@@ -365,6 +370,7 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             chunk_bytes=config.chunk_bytes,
             sleep_between_batches_s=config.sleep_between_batches_s,
             skip_unchanged_days=config.skip_unchanged_days,
+            allow_emptying_loaded_days=config.allow_emptying_loaded_days,
         )
         # With the multiprocess executor, if the run worker dies (SIGKILL, OOM) this step's process
         # lives on, orphaned, while the run is marked failed and retried: stop at the next batch.
