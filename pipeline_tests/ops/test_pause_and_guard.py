@@ -12,6 +12,8 @@ Plus, evaluated directly against a real instance (no daemon), the guard's failed
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 from typing import Any
 
@@ -244,3 +246,92 @@ def test_guard_pauses_on_the_failed_run_share_of_a_running_backfill(
     again = guard_tick(instance, webhook, paused.cursor)
     assert again.skip_reason is not None
     assert pool_limit(instance) == 2 and len(webhook.messages) == 1
+
+
+def add_backfill(instance: DagsterInstance, backfill_id: str) -> None:
+    """A running (requested) backfill the guard watches."""
+    instance.add_backfill(
+        PartitionBackfill(
+            backfill_id=backfill_id,
+            status=BulkActionStatus.REQUESTED,
+            from_failure=False,
+            tags={},
+            backfill_timestamp=get_current_timestamp(),
+            asset_selection=[],
+            serialized_asset_backfill_data=None,
+            partition_names=None,
+            partition_set_origin=None,
+            reexecution_steps=None,
+            asset_backfill_data=None,
+        )
+    )
+
+
+def test_guard_counts_the_retry_of_a_day_whose_first_attempt_failed(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, webhook: Webhook
+) -> None:
+    """Fault: a running backfill run's first attempt at its first day fails (its events partition
+    directory is blocked); the guard ticks; the run retries the day (the step's retry, same run)
+    and loads it, 20% of its rows quarantined. Expected: the failed attempt does not seal the
+    day, so the guard waits at that day while the run runs, counts the retry's rows at the next
+    tick and pauses; a run that ended after a failed attempt does not hold the guard up."""
+    from pipeline.engine.ingest import RunInfo, ingest_partition
+
+    generate_landing_zone(pipeline_env.landing, NOISY[:2], sources=["app"], lines_per_hour=60, bad_line_rate=0.2)
+    add_backfill(instance, "guardretry")
+    set_pool_limit(instance, DEFAULT_POOL_LIMIT)
+    range_tags = {
+        "dagster/backfill": "guardretry",
+        "dagster/asset_partition_range_start": NOISY[0].isoformat(),
+        "dagster/asset_partition_range_end": NOISY[1].isoformat(),
+    }
+    run = create_run_for_test(instance, job_name="app_daily", status=DagsterRunStatus.STARTED, tags=range_tags)
+    resource = pipeline_resource()
+    spec, lake = configured_sources()["app"], resource.lake()
+    info = RunInfo(run_id=run.run_id, quarantined_at=dt.datetime.now(dt.UTC))
+
+    def load(when: Any) -> Any:
+        return ingest_partition(
+            spec, when, landing=resource.landing(), output=resource.output(), lake=lake, run=info
+        ).record
+
+    lake.tables(spec).ensure()
+    blocker = pipeline_env.lake / "app" / "events" / f"partition_date={NOISY[0].isoformat()}"
+    blocker.write_text("not a directory")
+    with pytest.raises(FileExistsError):
+        load(NOISY[0])
+    [failed] = pipeline_env.attempts("app", NOISY[0].isoformat())
+    assert (failed["status"], failed["run_id"], failed["rows_read"]) == ("failed", run.run_id, 0)
+
+    first = guard_tick(instance, webhook)
+    assert first.skip_reason.skip_message == "guardretry: 0/0 runs failed, 0/0 rows quarantined"
+
+    blocker.unlink()
+    retried = load(NOISY[0])
+    assert (retried.status, retried.attempt, retried.run_id) == ("loaded", 2, run.run_id)
+    assert retried.rows_read >= 1000 and retried.rows_quarantined / retried.rows_read > 0.05
+    paused = guard_tick(instance, webhook, first.cursor)
+    assert paused.skip_reason is None and pool_limit(instance) == 0
+    [text] = webhook.texts()
+    assert text.startswith(
+        ":double_vertical_bar: Backfill guardretry auto-paused: "
+        f"{retried.rows_quarantined:,} of {retried.rows_read:,} rows quarantined "
+        f"({retried.rows_quarantined / retried.rows_read:.2%} > 5.00%)."
+    )
+
+    # A run that ended after a failed attempt: nothing more to wait for at that day.
+    set_pool_limit(instance, DEFAULT_POOL_LIMIT)
+    add_backfill(instance, "guardended")
+    ended = create_run_for_test(
+        instance,
+        job_name="app_daily",
+        status=DagsterRunStatus.FAILURE,
+        tags={"dagster/backfill": "guardended", "dagster/partition": NOISY[1].isoformat()},
+    )
+    info = RunInfo(run_id=ended.run_id, quarantined_at=dt.datetime.now(dt.UTC))
+    blocker = pipeline_env.lake / "app" / "events" / f"partition_date={NOISY[1].isoformat()}"
+    blocker.write_text("not a directory")
+    with pytest.raises(FileExistsError):
+        load(NOISY[1])
+    cursor = guard_tick(instance, webhook, paused.cursor).cursor
+    assert json.loads(cursor)["guardended"]["progress"] == {f"{ended.run_id}:app": [1, 0, 0]}
