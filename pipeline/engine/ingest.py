@@ -238,6 +238,7 @@ def _fail_attempt(
     if day_load is not None:
         day_load.undo(error)
     _record_failure(record, error, started)
+    _number_after_recorded(tables, record, log)
     log.exception("%s of %s %s failed", operation, record.source, record.partition_date)
     try:
         tables.append_loads([record])
@@ -251,6 +252,19 @@ def _fail_attempt(
             tables.uri("loads"),
         )
     _write_manifest(output, record, log)
+
+
+def _number_after_recorded(tables: SourceTables, record: LoadRecord, log: Log) -> None:
+    """Number a failed attempt after every attempt of its day recorded so far. An attempt is
+    numbered under the day's lock; one that failed before (the tables refused, the listing
+    failed) still has the default number 1, which an earlier attempt of the day already holds."""
+    try:
+        taken = max((item.attempt for item in tables.read_loads([record.day])), default=0)
+    except Exception as error:  # the failure itself must still be recorded
+        log.warning("could not read the attempts of %s %s to number this one: %s", record.source, record.day, error)
+        return
+    if taken >= record.attempt:
+        record.attempt = taken + 1
 
 
 def _record_failure(record: LoadRecord, error: BaseException, started: float) -> None:

@@ -475,7 +475,8 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
                 for spec in run_sources(run, specs):
                     entry = state.progress.setdefault(f"{run.run_id}:{spec.name}", [0, 0, 0])
                     # A range run loads its days in order: read on from the first not yet counted,
-                    # and stop at the first day this run has not finished.
+                    # and stop at the first day this run has not finished. A failed attempt does
+                    # not finish a day while the run goes on: its retry of the day may follow.
                     pending = days[entry[0] : entry[0] + budget]
                     if not pending:
                         continue
@@ -487,7 +488,7 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
                     for day in pending:
                         budget -= 1
                         attempt = attempts.get(day)
-                        if attempt is None:
+                        if attempt is None or (not attempt.seals and not run.is_finished):
                             break
                         if attempt.seals:
                             entry[1] += attempt.rows_read

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+from deltalake import DeltaTable, Field
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline.orchestration.operations import OperationsSettings
@@ -172,12 +172,23 @@ def test_a_failed_or_unlaunched_rerun_is_reported(
     assert list(by_day) == ["2024-01-21", "2024-01-23", "2024-01-25"]
     defs = pipeline_env.definitions()
     assert execute_request(defs, instance, by_day["2024-01-21"]).success
-    # The re-run of the 23rd fails (the table no longer has the declared columns); the 25th's
-    # run is never launched.
-    with duckdb.connect(str(pipeline_env.warehouse)) as connection:
-        connection.execute("ALTER TABLE access.events ADD COLUMN surprise INTEGER")
+    # The re-run of the 23rd fails (the table no longer has the declared columns: someone added
+    # one to the Delta table by hand); the 25th's run is never launched.
+    before = dict(pipeline_env.query("SELECT partition_date, count(*) FROM access.events GROUP BY 1"))
+    events = DeltaTable(str(pipeline_env.lake / "access" / "events"))
+    events.alter.add_columns([Field("surprise", "integer", nullable=True)])
     failed = execute_request(defs, instance, by_day["2024-01-23"])
     assert not failed.success
+    # The failed re-run is on record: its attempt in `loads` and the manifest written from it say
+    # why; the day still shows what its last complete load left.
+    latest = pipeline_env.attempts("access", "2024-01-23")[-1]
+    assert (latest["status"], latest["run_id"], latest["attempt"]) == ("failed", failed.run_id, 2)
+    assert latest["error"].startswith("SchemaChangeError: source 'access': the definition no longer matches")
+    assert "access.events: field 'surprise' (integer) is in the table but no longer declared" in latest["error"]
+    manifest = pipeline_env.manifest("access", "2024-01-23")
+    assert (manifest["status"], manifest["error"]) == ("failed", latest["error"])
+    after = dict(pipeline_env.query("SELECT partition_date, count(*) FROM access.events GROUP BY 1"))
+    assert after[day("2024-01-23")] == before[day("2024-01-23")]
 
     # Within the launch grace period, the window waits for the 25th.
     assert reporter_tick(instance, webhook, None, TICK + dt.timedelta(minutes=10)).skip_reason is not None

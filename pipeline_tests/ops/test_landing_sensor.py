@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from dagster import AssetKey, AssetMaterialization, DagsterInstance, DagsterRunStatus, build_sensor_context
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, build_sensor_context
 from dagster._core.test_utils import create_run_for_test
 
 from pipeline.cli.generate import generate_landing_zone
@@ -187,17 +187,42 @@ def test_another_sources_run_of_the_day_does_not_hold_the_rerun_back(
 def test_days_loaded_before_fingerprints_compare_files_and_bytes(
     pipeline_env: PipelineEnv, instance: DagsterInstance
 ) -> None:
-    """A materialization without `landing_fingerprint` (recorded by an older version) is compared
-    by file count and bytes: unchanged means no run, a late file means one."""
+    """The sensor compares a day's files now with the landing fingerprint of its latest sealed
+    attempt in `loads` (every load records one; nothing else is read, no Dagster
+    materialization): the same files and bytes mean no run; another file, or more bytes in the
+    same file, mean one; once that re-run has sealed the day, its fingerprint is the new one."""
     folder = pipeline_env.landing / "access/dt=2024-01-15/hour=07"
     write_log(folder / "a.log", [LINE.format(n=n, day="15/Jan/2024", hour=7) for n in range(4)])
     size = (folder / "a.log").stat().st_size
-    instance.report_runless_asset_event(
-        AssetMaterialization(
-            asset_key=AssetKey(["access", "events"]), partition="2024-01-15", metadata={"files": 1, "bytes_read": size}
-        )
-    )
+    defs = pipeline_env.definitions()
+    assert materialize_range(defs, instance, "2024-01-15", None, ["access/events", "access/dlq"]).success
+    [sealed] = pipeline_env.attempts("access", "2024-01-15")
+    assert (sealed["status"], sealed["files"], sealed["bytes_read"], sealed["rows_loaded"]) == ("loaded", 1, size, 4)
+    assert sealed["landing_fingerprint"]
     sensor = landing_sensor()
-    assert requested(tick(sensor, instance, None)) == []
+    unchanged = tick(sensor, instance, None)
+    assert requested(unchanged) == []
+    assert unchanged.skip_reason.skip_message == "access: no loaded day changed (scanned 2024-01-13..2024-01-19)"
+
+    # One more file: two files now, against one recorded.
     write_log(folder / "b.log", [LINE.format(n=9, day="15/Jan/2024", hour=7)])
     assert requested(tick(sensor, instance, None)) == ["2024-01-15"]
+    # The file removed again: the same files and bytes as loaded, nothing to do.
+    (folder / "b.log").unlink()
+    assert requested(tick(sensor, instance, None)) == []
+    # More bytes in the same file (one file, as recorded).
+    with (folder / "a.log").open("a") as stream:
+        stream.write(LINE.format(n=5, day="15/Jan/2024", hour=7) + "\n")
+    changed = tick(sensor, instance, None)
+    assert requested(changed) == ["2024-01-15"]
+    [request] = changed.run_requests
+    assert request.tags["pipeline/landing_fingerprint"] != sealed["landing_fingerprint"]
+
+    # The re-run seals the day with the new fingerprint (attempt 2): no further run.
+    assert execute_request(defs, instance, request).success
+    latest = pipeline_env.attempts("access", "2024-01-15")[-1]
+    assert (latest["attempt"], latest["status"], latest["files"], latest["rows_loaded"]) == (2, "loaded", 1, 5)
+    assert latest["bytes_read"] > size
+    assert latest["landing_fingerprint"] == request.tags["pipeline/landing_fingerprint"]
+    assert requested(tick(sensor, instance, changed.cursor)) == []
+    assert requested(tick(sensor, instance, None)) == []

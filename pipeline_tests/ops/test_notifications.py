@@ -6,6 +6,7 @@ URL (a secret) never shows in a log line, a message or an error."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,10 +54,21 @@ def run_range(
     )
 
 
+def block_events_day(env: PipelineEnv) -> Path:
+    """A real lake fault: the source's tables exist, but where the first day's data files of
+    `access.events` go (its partition directory) there is a file (a bad copy, a damaged
+    volume), so the load cannot write them. The Delta logs are intact, so the failed attempt
+    is recorded in `access.loads` and the lake stays readable. Returns the blocking file."""
+    pipeline_resource().lake().tables(configured_sources()["access"]).ensure()
+    blocker = env.lake / "access" / "events" / f"partition_date={DAYS[0].isoformat()}"
+    blocker.write_bytes(b"this is not a directory\n" * 100)
+    return blocker
+
+
 def failed_run(env: PipelineEnv, instance: DagsterInstance) -> ExecuteInProcessResult:
-    """A run that fails for real: the warehouse file is not a DuckDB database."""
+    """A run that fails for real: the first day's data files of `access.events` cannot be written."""
     generate_landing_zone(env.landing, DAYS, sources=["access"], lines_per_hour=5, bad_line_rate=0.0)
-    env.warehouse.write_bytes(b"this is not a duckdb file\n" * 100)
+    block_events_day(env)
     result = run_range(env, instance, tags={"dagster/backfill": "bkfl0042"})
     assert not result.success
     return result
@@ -88,15 +100,27 @@ def test_failure_message_names_error_partitions_and_links(
     lines = text.splitlines()
     assert lines[0] == ":x: Run failed: asset run (access/dlq, access/events)"
     assert lines[1] == "Partitions: 2024-03-04..2024-03-05 (2 days)"
-    # The step's own error, with the exception that caused it.
-    assert lines[2].startswith("Error: access_ingest: ") and "IOException: IO Error" in lines[2]
-    assert "not a valid DuckDB database file" in lines[2]
-    assert lines[3] == f"Run: {UI}/runs/{result.run_id}"
-    assert lines[4] == f"Backfill: {UI}/runs/b/bkfl0042"
+    # The step's own error, with the exception that caused it, naming what is broken.
+    blocker = pipeline_env.lake / "access/events/partition_date=2024-03-04"
+    assert lines[2] == (
+        "Error: access_ingest: pipeline.orchestration.retries.NotRetryableError: DayFailed: access 2024-03-04 failed "
+        "(0 earlier day(s) of this run were loaded and stay materialized; a retry resumes at 2024-03-04): "
+        f"FileExistsError: [Errno 17] Cannot create directory '{blocker}': non-directory entry exists. "
+        "Detail: [errno 17] File exists"
+    )
+    assert lines[3:] == [f"Run: {UI}/runs/{result.run_id}", f"Backfill: {UI}/runs/b/bkfl0042"]
     assert SECRET not in text
-    # The same error is on record for the operator: the failed day's manifest.
+    # The same error is on record for the operator: the failed attempt in `loads`, and the
+    # failed day's manifest written from it. The range stopped there: no attempt at the 5th.
+    [attempt] = pipeline_env.attempts("access")
+    assert (attempt["partition_date"], attempt["status"], attempt["run_id"]) == (DAYS[0], "failed", result.run_id)
+    assert attempt["error"] == lines[2].split("2024-03-04): ", 1)[1]
+    assert "FileExistsError" in attempt["error_traceback"]
+    assert (attempt["rows_loaded"], attempt["events_version"]) == (0, None)
     manifest = pipeline_env.manifest("access", "2024-03-04")
-    assert manifest["status"] == "failed" and "IOException" in manifest["error"]
+    assert (manifest["status"], manifest["error"], manifest["run_id"]) == ("failed", attempt["error"], result.run_id)
+    assert manifest["summary"] == attempt["summary"] and "FAILED" in manifest["summary"]
+    assert not (pipeline_env.output / "manifests" / "access" / "2024-03-05.json").exists()
 
 
 def test_success_summary_is_read_from_the_manifests(
