@@ -245,21 +245,79 @@ def test_embedded_defaults_create_no_aws_client_and_every_run_says_mode_local(
 
 
 # Installed in every Python process of the CLI run (PYTHONPATH): creating any botocore client
-# (boto3 builds all of its clients and resources through it) is recorded and refused; the
-# project root of the embedded defaults is moved to the test's folder.
+# (boto3 builds all of its clients and resources through it), any pyarrow S3 file system, or
+# any delta-rs table on S3 (the entry points of `DELTA_RS_ENTRY_POINTS`) is recorded and
+# refused; the project root of the embedded defaults is moved to the test's folder.
 GUARD = """
 import os
 
 import botocore.session
+import deltalake.table
+import deltalake.transaction
+import deltalake.writer.convert_to
+import deltalake.writer.writer
+import pyarrow._s3fs
+import pyarrow.fs
+
+
+def _record(kind):
+    with open(os.environ["TEST_AWS_ATTEMPTS"], "a") as attempts:
+        attempts.write(f"{os.getpid()} {kind}\\n")
+    raise RuntimeError(f"local mode must not create an S3 client: {kind}")
 
 
 def _refuse(self, service_name, *args, **kwargs):
-    with open(os.environ["TEST_AWS_ATTEMPTS"], "a") as attempts:
-        attempts.write(f"{os.getpid()} {service_name}\\n")
-    raise RuntimeError("local mode must not create an AWS client")
+    _record(service_name)
 
 
 botocore.session.Session.create_client = _refuse
+
+
+def _refuse_pyarrow(*args, **kwargs):
+    _record("pyarrow S3")
+
+
+for _module in (pyarrow._s3fs, pyarrow.fs):
+    _module.ensure_s3_initialized = _module.initialize_s3 = _refuse_pyarrow
+
+
+def _is_s3(value):
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value).lower().startswith(("s3://", "s3a://"))
+    if hasattr(value, "keys"):
+        return any(str(key).lower().startswith("aws_") for key in value.keys())
+    return False
+
+
+def _guarded(name, real):
+    def call(*args, **kwargs):
+        if any(_is_s3(value) for value in (*args, *kwargs.values())):
+            _record(f"delta-rs S3 store ({name})")
+        return real(*args, **kwargs)
+
+    return call
+
+
+class _GuardedRawDeltaTable:
+    def __init__(self, real):
+        self._real = real
+        self.is_deltatable = _guarded("is_deltatable", real.is_deltatable)
+
+    def __call__(self, *args, **kwargs):
+        return _guarded("RawDeltaTable", self._real)(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+deltalake.table.RawDeltaTable = _GuardedRawDeltaTable(deltalake.table.RawDeltaTable)
+for _module, _name in (
+    (deltalake.table, "_create_deltalake"),
+    (deltalake.writer.writer, "write_deltalake_rust"),
+    (deltalake.writer.convert_to, "_convert_to_deltalake"),
+    (deltalake.transaction, "_create_table_with_add_actions"),
+):
+    setattr(_module, _name, _guarded(_name, getattr(_module, _name)))
 
 import pipeline.settings  # noqa: E402
 
@@ -268,10 +326,11 @@ pipeline.settings.PROJECT_ROOT = __import__("pathlib").Path(os.environ["TEST_PRO
 
 
 def test_cli_run_in_its_own_processes_creates_no_aws_client(tmp_path: Path) -> None:
-    """`dagster asset materialize` of a day with the embedded defaults, the guard in botocore in
-    the CLI process and in any step process (with `PIPELINE_STEP_EXECUTOR=multiprocess` each step
-    runs in a process of its own): the run succeeds, no client was even attempted, and the run log says
-    `mode=local` with the default folders. (With an s3:// URL the same guard records attempts
+    """`dagster asset materialize` of a day with the embedded defaults, the guard in botocore,
+    pyarrow and delta-rs in the CLI process and in any step process (with
+    `PIPELINE_STEP_EXECUTOR=multiprocess` each step runs in a process of its own): the run
+    succeeds, no client was even attempted, and the run log says `mode=local` with the default
+    folders. (With an s3:// URL the same guard records attempts
     from each of those processes and the run fails: the guard is live.)"""
     root = tmp_path / "project"
     generate_landing_zone(root / "data" / "landing", [day("2024-01-15")], sources=["access"], lines_per_hour=10)
@@ -315,10 +374,11 @@ def test_cli_run_in_its_own_processes_creates_no_aws_client(tmp_path: Path) -> N
     assert completed.returncode == 0, output[-4000:]
     assert not attempts.exists(), attempts.read_text()
     data = root / "data"
-    expected = f"{STORAGE_LINE}mode=local landing={data / 'landing'} output={data / 'output'}"
+    expected = f"{STORAGE_LINE}mode=local landing={data / 'landing'} output={data / 'output'} lake={data / 'lake'}"
     assert expected in output, output[-4000:]
     assert "mode=s3" not in output
     assert (data / "output" / "manifests" / "access" / "2024-01-15.json").is_file()
+    assert (data / "lake" / "access" / "events" / "_delta_log").is_dir()
 
 
 @pytest.fixture
