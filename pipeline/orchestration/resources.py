@@ -206,8 +206,13 @@ class PipelineResource(ConfigurableResource):
             f"lake={self._location(self.lake_url)}"
         )
         if self.mode == "s3":
+            # boto3's client (landing, output, the lake's day locks), as it resolved them.
             client = self.s3_client()
             line += f" s3_endpoint={client.meta.endpoint_url} s3_region={client.meta.region_name}"
+        if self.lake_url.startswith("s3://"):
+            # delta-rs (commits) and pyarrow (data files) have clients of their own: what they get.
+            endpoint, region = self.s3.lake_settings().endpoint_and_region()
+            line += f" lake_endpoint={endpoint} lake_region={region}"
         return line
 
     def _location(self, url: str) -> str:

@@ -1,7 +1,8 @@
 """The production instance config (`deploy/dagster.yaml`) loaded into a real `DagsterInstance`.
 
 Storage is a fresh PostgreSQL database (the ops harness's `postgres_database`), compute logs go
-to moto's S3 server, and the pipeline's landing zone and output store are in S3 too. The one
+to moto's S3 server, and the pipeline's landing zone, output store and lake are in S3 too
+(`PIPELINE_LAKE_URL=s3://bucket/lake`, as the ECS launcher's `env_vars` pass it). The one
 substitution: ECS cannot run here (no AWS account, no ECS agent), so the instance that executes
 runs has the default run launcher instead of `EcsRunLauncher`; everything else is the file as
 deployed. The ECS launcher itself is built from the unmodified file, which validates its config
@@ -18,21 +19,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import psycopg2
 import pytest
 import yaml
-from dagster import DagsterEventType, DagsterInstance, EventLogEntry, deserialize_value
+from dagster import DagsterEventType, DagsterInstance, EventLogEntry, ExecuteInProcessResult, deserialize_value
 from dagster._core.errors import DagsterInvalidConfigError
 
-from pipeline.cli.generate import generate_landing_zone
+from pipeline.cli.generate import GeneratedPartition, generate_landing_zone
+from pipeline.engine.lake import LakeLocation, S3ClientSettings
+from pipeline.engine.lake.snapshot import connect
+from pipeline.sources import configured_sources
 from pipeline_tests.conftest import PROJECT_ROOT, day
 from pipeline_tests.ops.conftest import BIN, PostgresDatabase, postgres_database  # noqa: F401 - the fixture
 from pipeline_tests.storage.conftest import OUTPUT_PREFIX, S3PipelineEnv
-from pipeline_tests.storage.test_s3_pipeline import assert_exact_counts
+from pipeline_tests.storage.s3_server import MotoServer
 
 DEPLOY = PROJECT_ROOT / "deploy"
 DEPLOY_YAML = DEPLOY / "dagster.yaml"
 COMPUTE_LOG_PREFIX = "dagster-compute-logs"
+LAKE_PREFIX = "lake"
 ACCESS_ASSETS = ["access/events", "access/dlq", "access/daily_metrics"]
 # ECS cannot run here: the instance that executes the run gets Dagster's default launcher.
 DEFAULT_LAUNCHER = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
@@ -61,6 +67,9 @@ def deploy_env(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_BUCKET", s3_pipeline.bucket)
     monkeypatch.setenv("DAGSTER_COMPUTE_LOG_PREFIX", COMPUTE_LOG_PREFIX)
+    # The lake in the same bucket, as deployed (no shared volume in ECS).
+    monkeypatch.delenv("PIPELINE_WAREHOUSE", raising=False)
+    monkeypatch.setenv("PIPELINE_LAKE_URL", f"s3://{s3_pipeline.bucket}/{LAKE_PREFIX}")
     return s3_pipeline
 
 
@@ -92,15 +101,70 @@ def postgres_rows(database: PostgresDatabase, sql: str, parameters: tuple[object
         connection.close()
 
 
+def lake_connection(env: S3PipelineEnv, server: MotoServer) -> duckdb.DuckDBPyConnection:
+    """The S3 lake through the snapshot reader the documented `pipeline.query.connect()` uses,
+    straight to the S3 server: the fault proxy runs in this process, and delta-rs keeps the GIL
+    while it waits for S3, so a read through the proxy would wait for a proxy that cannot answer."""
+    location = LakeLocation.s3(f"s3://{env.bucket}/{LAKE_PREFIX}", S3ClientSettings(endpoint_url=server.endpoint))
+    return connect(location, configured_sources().values())
+
+
+def lake_rows(env: S3PipelineEnv, server: MotoServer, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query over the S3 lake."""
+    with lake_connection(env, server) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def latest_attempt(env: S3PipelineEnv, server: MotoServer, source: str, partition: str) -> dict[str, Any]:
+    """The latest `loads` row of a day (the record of truth), as a dict."""
+    with lake_connection(env, server) as connection:
+        cursor = connection.execute(
+            f"SELECT * FROM {source}.loads WHERE partition_date = '{partition}' ORDER BY attempt DESC LIMIT 1"
+        )
+        names = [column[0] for column in cursor.description]
+        return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+@pytest.fixture
+def straight_to_s3(deploy_env: S3PipelineEnv, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every client of the run (boto3, delta-rs, pyarrow, the compute log manager) goes to the S3
+    server itself, as a run task's `AWS_ENDPOINT_URL` would send it. Not through the fault
+    proxy: these tests fault nothing, and that proxy (in the test process) stalls delta-rs's and
+    pyarrow's requests: delta-rs keeps the GIL while it waits for S3, and the proxy waited for
+    more of a chunked body after its end."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+    return moto_server.endpoint
+
+
+def assert_exact_counts(result: ExecuteInProcessResult, partition: GeneratedPartition) -> None:
+    """Every generated record of the day was read once: good ones loaded, bad ones quarantined."""
+    [metadata] = [
+        {name: value.value for name, value in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+        if event.materialization.asset_key.to_user_string() == f"{partition.source}/events"
+        and event.materialization.partition == partition.day.isoformat()
+    ]
+    assert metadata["rows_read"] == partition.records, partition
+    assert metadata["rows_quarantined"] == partition.bad_records, partition
+    assert metadata["dagster/row_count"] == partition.records - partition.bad_records, partition
+    assert metadata["lines_read"] == partition.lines, partition
+    assert metadata["files"] == partition.files, partition
+    assert metadata["hours_present"] == len(partition.hours_present), partition
+    assert metadata["missing_hours"] == "none", partition
+
+
 def test_deployed_instance_runs_a_partition_from_s3_with_history_in_postgres_and_logs_in_s3(
+    straight_to_s3: str,
     deployed_instance: DagsterInstance,
     deploy_env: S3PipelineEnv,
+    moto_server: MotoServer,
     postgres_database: PostgresDatabase,  # noqa: F811 - the imported fixture
 ) -> None:
     """One day of `access` (the daily job, as the schedule launches it) from an S3 landing zone,
-    through the instance deploy/dagster.yaml describes: exact rows in the warehouse, the run and
-    each materialization's metadata in PostgreSQL's own tables, the manifest and the run's
-    captured stdout/stderr in S3."""
+    through the instance deploy/dagster.yaml describes: exact rows in the S3 lake (its Delta
+    tables objects of the bucket) and the attempt in its `loads` table, the run and each
+    materialization's metadata in PostgreSQL's own tables, the manifest and the run's captured
+    stdout/stderr in S3."""
     instance = deployed_instance
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -119,12 +183,30 @@ def test_deployed_instance_runs_a_partition_from_s3_with_history_in_postgres_and
     result = job.execute_in_process(instance=instance, partition_key="2024-01-15")
 
     assert result.success
-    assert_exact_counts(result, [generated])
+    assert_exact_counts(result, generated)
     loaded = generated.records - generated.bad_records
-    assert deploy_env.query("SELECT count(*) FROM access.events WHERE partition_date = '2024-01-15'") == [(loaded,)]
-    assert deploy_env.query("SELECT count(*) FROM access.dlq WHERE partition_date = '2024-01-15'") == [
-        (generated.bad_records,)
-    ]
+    assert lake_rows(
+        deploy_env, moto_server, "SELECT count(*) FROM access.events WHERE partition_date = '2024-01-15'"
+    ) == [(loaded,)]
+    assert lake_rows(
+        deploy_env, moto_server, "SELECT count(*) FROM access.dlq WHERE partition_date = '2024-01-15'"
+    ) == [(generated.bad_records,)]
+    assert lake_rows(
+        deploy_env, moto_server, "SELECT count(*) FROM access.daily_metrics WHERE partition_date = '2024-01-15'"
+    ) == [(1,)]
+    attempt = latest_attempt(deploy_env, moto_server, "access", "2024-01-15")
+    assert (attempt["attempt"], attempt["status"], attempt["run_id"]) == (1, "loaded", result.run_id)
+    assert (attempt["rows_read"], attempt["rows_loaded"], attempt["rows_quarantined"]) == (
+        generated.records,
+        loaded,
+        generated.bad_records,
+    )
+    lake_keys = deploy_env.keys(f"{LAKE_PREFIX}/access/")
+    for table in ("events", "dlq", "daily_metrics", "loads"):
+        assert any(key.startswith(f"{LAKE_PREFIX}/access/{table}/_delta_log/") for key in lake_keys), table
+        assert any(key.startswith(f"{LAKE_PREFIX}/access/{table}/partition_date=2024-01-15/") for key in lake_keys), (
+            table
+        )
 
     # The run and its materializations, read from PostgreSQL directly (not through Dagster).
     runs = postgres_rows(postgres_database, "SELECT run_id, status FROM runs", ())
@@ -152,8 +234,10 @@ def test_deployed_instance_runs_a_partition_from_s3_with_history_in_postgres_and
     assert metadata["access/daily_metrics"]["dagster/row_count"] == 1
 
     # The manifest, and the run's captured output, are objects in the bucket.
+    # The manifest is written from the latest attempt.
     manifest = deploy_env.manifest("access", "2024-01-15")
     assert (manifest["status"], manifest["rows_loaded"], manifest["run_id"]) == ("loaded", loaded, result.run_id)
+    assert manifest["attempt"] == attempt["attempt"]
     assert deploy_env.keys(f"{OUTPUT_PREFIX}/") == [f"{OUTPUT_PREFIX}/manifests/access/2024-01-15.json"]
     log_keys = deploy_env.keys(f"{COMPUTE_LOG_PREFIX}/")
     run_logs = [key for key in log_keys if f"/{result.run_id}/compute_logs/" in key]
@@ -164,13 +248,16 @@ def test_deployed_instance_runs_a_partition_from_s3_with_history_in_postgres_and
 
 
 def test_cli_run_in_its_own_processes_opens_the_deployed_instance_from_the_environment(
+    straight_to_s3: str,
     tmp_path: Path,
     deploy_env: S3PipelineEnv,
+    moto_server: MotoServer,
     postgres_database: PostgresDatabase,  # noqa: F811 - the imported fixture
 ) -> None:
     """What a run task does: a fresh process (here `dagster asset materialize`, whose steps run
     in further processes) opens the instance from DAGSTER_HOME and the variables alone, and
-    its run, metadata and compute logs land in PostgreSQL and S3."""
+    its run, metadata and compute logs land in PostgreSQL and S3, its rows and its attempt in
+    the S3 lake."""
     [generated] = generate_landing_zone(
         deploy_env.local_landing, [day("2024-01-16")], sources=["access"], lines_per_hour=10
     )
@@ -197,8 +284,21 @@ def test_cli_run_in_its_own_processes_opens_the_deployed_instance_from_the_envir
     )
     materialization = deserialize_value(event, EventLogEntry).asset_materialization
     assert materialization is not None and materialization.partition == "2024-01-16"
-    assert materialization.metadata["dagster/row_count"].value == generated.records - generated.bad_records
+    loaded = generated.records - generated.bad_records
+    assert materialization.metadata["dagster/row_count"].value == loaded
+    assert lake_rows(
+        deploy_env, moto_server, "SELECT partition_date::VARCHAR, count(*) FROM access.events GROUP BY 1"
+    ) == [("2024-01-16", loaded)]
+    assert lake_rows(deploy_env, moto_server, "SELECT count(*) FROM access.dlq") == [(generated.bad_records,)]
+    attempt = latest_attempt(deploy_env, moto_server, "access", "2024-01-16")
+    assert (attempt["attempt"], attempt["status"], attempt["run_id"], attempt["rows_loaded"]) == (
+        1,
+        "loaded",
+        run_id,
+        loaded,
+    )
     assert deploy_env.manifest("access", "2024-01-16")["run_id"] == run_id
+    assert any(key.startswith(f"{LAKE_PREFIX}/access/events/_delta_log/") for key in deploy_env.keys(f"{LAKE_PREFIX}/"))
     assert any(f"/{run_id}/compute_logs/" in key for key in deploy_env.keys(f"{COMPUTE_LOG_PREFIX}/"))
 
 

@@ -44,10 +44,23 @@ class S3ClientSettings:
     read_timeout_s: float = 60.0
     max_attempts: int = 5
 
+    def configured_endpoint(self) -> str | None:
+        """The endpoint handed to delta-rs and pyarrow: set here, else the standard variables."""
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+    def configured_region(self) -> str | None:
+        """The region handed to delta-rs and pyarrow: set here, else the standard variables."""
+        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+    def endpoint_and_region(self) -> tuple[str, str]:
+        """Where delta-rs and pyarrow reach S3, for the run log (never a secret): unset, AWS's
+        own regional endpoint, in us-east-1 unless a region is set."""
+        region = self.configured_region() or "us-east-1"
+        return self.configured_endpoint() or f"https://s3.{region}.amazonaws.com", region
+
     def storage_options(self) -> dict[str, str]:
         """Options of delta-rs's object store (`object_store`'s S3 and client keys)."""
-        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        endpoint, region = self.configured_endpoint(), self.configured_region()
         options = {
             # A request's whole duration (object_store has no per-read timeout): generous, since
             # a part of a multipart upload or a data file is several MB.
@@ -74,8 +87,7 @@ class S3ClientSettings:
     def pyarrow_filesystem(self) -> pa_fs.S3FileSystem:
         """pyarrow's S3 file system with these settings (unset credentials: the standard AWS
         chain, as boto3 and delta-rs use)."""
-        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        endpoint, region = self.configured_endpoint(), self.configured_region()
         arguments: dict[str, Any] = {
             "connect_timeout": self.connect_timeout_s,
             "request_timeout": self.read_timeout_s,
