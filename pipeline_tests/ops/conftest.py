@@ -510,10 +510,8 @@ def partition_metadata(instance: Any, key: str, partition: str) -> dict[str, Any
 
 
 def check_executions(instance: Any, key: str, check: str) -> list[dict[str, Any]]:
-    """Evaluations of an asset check, newest first: passed, severity, description, metadata, run.
-
-    Only evaluated executions: a range run also leaves one PLANNED record per partition of the
-    range (Dagster plans the check per partition; the check evaluates the whole range once)."""
+    """Evaluations of an asset check, newest first: partition, passed, severity, description,
+    metadata, run. Only evaluated executions (a planned check that never ran has no result)."""
     from dagster import AssetCheckKey, AssetKey, DagsterEventType
 
     history = instance.event_log_storage.get_asset_check_execution_history(
@@ -528,6 +526,7 @@ def check_executions(instance: Any, key: str, check: str) -> list[dict[str, Any]
             {
                 "status": record.status.value,
                 "run_id": record.run_id,
+                "partition": record.partition,
                 "passed": evaluation.passed,
                 "severity": evaluation.severity.value,
                 "description": evaluation.description,
