@@ -31,13 +31,6 @@ NOT_YET_PORTED: dict[str, bool] = {
     "pipeline_tests/storage/test_deploy_instance.py::test_cli_run_in_its_own_processes_opens_the_deployed_instance_from_the_environment": False,
     "pipeline_tests/storage/test_local_mode.py::test_embedded_defaults_create_no_aws_client_and_every_run_says_mode_local": False,
     "pipeline_tests/storage/test_local_mode.py::test_s3_urls_say_mode_s3_and_the_endpoint_before_the_first_step": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_s3_partition_flow_equals_the_same_files_from_a_local_folder": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_rerun_replaces_rows_and_manifests_in_place": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_transient_faults_are_survived_within_the_step": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_fault_outlasting_the_client_is_retried_by_dagster": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_access_denied_fails_the_run_at_once_naming_bucket_and_key": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_missing_bucket_fails_the_run_at_once_naming_it": True,
-    "pipeline_tests/storage/test_s3_pipeline.py::test_prefix_leaving_its_folder_is_refused_before_any_request": True,
 }
 
 
