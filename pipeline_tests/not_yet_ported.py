@@ -27,8 +27,6 @@ NOT_YET_PORTED: dict[str, bool] = {
     "pipeline_tests/ops/test_notifications.py::test_the_webhook_url_never_appears_in_logs_messages_or_errors": True,
     "pipeline_tests/ops/test_pause_and_guard.py::test_pause_switch_and_auto_pause_through_the_daemon": False,
     "pipeline_tests/ops/test_pause_and_guard.py::test_guard_pauses_on_the_failed_run_share_of_a_running_backfill": False,
-    "pipeline_tests/storage/test_deploy_instance.py::test_deployed_instance_runs_a_partition_from_s3_with_history_in_postgres_and_logs_in_s3": True,
-    "pipeline_tests/storage/test_deploy_instance.py::test_cli_run_in_its_own_processes_opens_the_deployed_instance_from_the_environment": False,
     "pipeline_tests/storage/test_local_mode.py::test_embedded_defaults_create_no_aws_client_and_every_run_says_mode_local": False,
     "pipeline_tests/storage/test_local_mode.py::test_s3_urls_say_mode_s3_and_the_endpoint_before_the_first_step": True,
 }

@@ -98,8 +98,8 @@ def test_deployed_instance_runs_a_partition_from_s3_with_history_in_postgres_and
     postgres_database: PostgresDatabase,  # noqa: F811 - the imported fixture
 ) -> None:
     """One day of `access` (the daily job, as the schedule launches it) from an S3 landing zone,
-    through the instance deploy/dagster.yaml describes: exact rows in the warehouse, the run and
-    each materialization's metadata in PostgreSQL's own tables, the manifest and the run's
+    through the instance deploy/dagster.yaml describes: exact rows in the lake (in S3), the run
+    and each materialization's metadata in PostgreSQL's own tables, the manifest and the run's
     captured stdout/stderr in S3."""
     instance = deployed_instance
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
