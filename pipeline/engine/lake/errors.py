@@ -22,8 +22,14 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+import duckdb
+from deltalake.exceptions import DeltaError
+
 from pipeline.engine.objects import ObjectStoreError
 from pipeline.engine.s3 import s3_error
+
+# What delta-rs (OSError, DeltaError), pyarrow (OSError) and DuckDB reading through pyarrow raise.
+_CLIENT_ERRORS = (OSError, DeltaError, duckdb.Error)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # delta-rs / object_store
@@ -47,8 +53,10 @@ _SDK_TRANSIENT = frozenset({"InternalFailure", "NetworkConnection", "RequestTime
 
 def lake_storage_error(error: BaseException) -> ObjectStoreError | None:
     """The S3 failure a delta-rs, pyarrow or DuckDB error reports, as an `ObjectStoreError`
-    naming bucket and key; None when the error is not one (or is one already)."""
-    if isinstance(error, ObjectStoreError):
+    naming bucket and key; None when the error is not one (or is one already). Only those
+    libraries' own error types are read: an error of ours that quotes one is judged by its
+    cause, not by its text."""
+    if isinstance(error, ObjectStoreError) or not isinstance(error, _CLIENT_ERRORS):
         return None
     text = _ANSI.sub("", str(error))
     return _from_delta_rs(text) or _from_pyarrow(text)
