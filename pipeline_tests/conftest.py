@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pytest
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, instance_for_test
-
-from pipeline_tests.not_yet_ported import mark_not_yet_ported
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_LOGS = PROJECT_ROOT.parent / "shared" / "real-logs"
@@ -29,8 +28,28 @@ def require_real_logs() -> Path:
     return REAL_LOGS
 
 
+class LakeReader:
+    """Queries over a deployment's lake; `connect()` says how it is reached."""
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError
+
+    def query(self, sql: str, parameters: list[object] | None = None) -> list[tuple[object, ...]]:
+        """Run a query over the lake."""
+        with self.connect() as connection:
+            return connection.execute(sql, parameters or []).fetchall()
+
+    def attempts(self, source: str, partition_day: str | None = None) -> list[dict[str, object]]:
+        """The `loads` rows of a source (of one day), oldest first."""
+        where = f" WHERE partition_date = '{partition_day}'" if partition_day else ""
+        with self.connect() as connection:
+            cursor = connection.execute(f"SELECT * FROM {source}.loads{where} ORDER BY partition_date, attempt")
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 @dataclass
-class PipelineEnv:
+class PipelineEnv(LakeReader):
     """Paths of one isolated pipeline deployment."""
 
     landing: Path
@@ -43,22 +62,11 @@ class PipelineEnv:
 
         return build_definitions()
 
-    def query(self, sql: str, parameters: list[object] | None = None) -> list[tuple[object, ...]]:
-        """Run a query over the lake, the documented way (`pipeline.query.connect`)."""
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """The lake of the current `PIPELINE_*` settings, the documented way (`pipeline.query.connect`)."""
         from pipeline.query import connect
 
-        with connect() as connection:
-            return connection.execute(sql, parameters or []).fetchall()
-
-    def attempts(self, source: str, partition_day: str | None = None) -> list[dict[str, object]]:
-        """The `loads` rows of a source (of one day), oldest first."""
-        where = f" WHERE partition_date = '{partition_day}'" if partition_day else ""
-        from pipeline.query import connect
-
-        with connect() as connection:
-            cursor = connection.execute(f"SELECT * FROM {source}.loads{where} ORDER BY partition_date, attempt")
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return connect()
 
     def manifest(self, source: str, day: str) -> dict[str, object]:
         """The stats manifest of a partition."""
@@ -112,8 +120,3 @@ def materialize_range(
 def day(text: str) -> dt.date:
     """Shorthand for a date literal."""
     return dt.date.fromisoformat(text)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests not yet ported to the lake run as visible expected failures (not_yet_ported.py)."""
-    mark_not_yet_ported(items)

@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import polars as pl
 import pyarrow as pa
 
 from pipeline.engine.lake import Lake, LoadRecord
+from pipeline.engine.lake.errors import lake_storage_error
 from pipeline.engine.lake.files import DayFileWriter
 from pipeline.engine.lake.loads import EMPTY, FAILED, LOADED, sealed_by_day
 from pipeline.engine.lake.schemas import metrics_select
@@ -189,7 +190,6 @@ def ingest_partition(
             tables.append_loads([record])
     except BaseException as error:
         _fail_attempt(tables, output, record, day_load, error, started, log, "load")
-        raise
     _write_manifest(output, record, log)
     log.info("%s (%.2f s, %d lines read)", record.summary, record.duration_s, record.lines_read)
     return IngestResult(record, metrics=day_load.metrics if day_load is not None else {})
@@ -232,12 +232,15 @@ def _fail_attempt(
     started: float,
     log: Log,
     operation: str,
-) -> None:
+) -> NoReturn:
     """What every failed attempt (a load, a re-judge) leaves: its commits undone, its `loads`
-    row and its manifest saying `failed` with the error; the caller re-raises."""
+    row and its manifest saying `failed` with the error; then the error is raised again (a
+    failed S3 call of the lake's own clients as the `ObjectStoreError` naming its bucket and
+    key, see `lake.errors`). Called while handling `error`."""
+    failure = lake_storage_error(error) or error
     if day_load is not None:
-        day_load.undo(error)
-    _record_failure(record, error, started)
+        day_load.undo(failure)
+    _record_failure(record, failure, started)
     _number_after_recorded(tables, record, log)
     log.exception("%s of %s %s failed", operation, record.source, record.partition_date)
     try:
@@ -252,6 +255,9 @@ def _fail_attempt(
             tables.uri("loads"),
         )
     _write_manifest(output, record, log)
+    if failure is error:
+        raise error
+    raise failure from error
 
 
 def _number_after_recorded(tables: SourceTables, record: LoadRecord, log: Log) -> None:

@@ -129,7 +129,6 @@ def rejudge_partition(
             tables.append_loads([record])
     except BaseException as error:
         _fail_attempt(tables, output, record, day_load, error, started, log, "re-judge")
-        raise
     _write_manifest(output, record, log)
     log.info("%s (%.2f s)", record.summary, record.duration_s)
     return IngestResult(record, metrics=day_load.metrics)

@@ -235,30 +235,20 @@ class S3ObjectStore:
 
 def translate_error(operation: str, bucket: str, key: str, error: BaseException) -> ObjectStoreError:
     """An `ObjectStoreError` for a failed S3 call, saying what failed, where, and whether a retry may help."""
-    where = f"s3://{bucket}/{key}"
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
         metadata = error.response.get("ResponseMetadata", {})
-        code = str(details.get("Code", "Unknown"))
-        status = int(metadata.get("HTTPStatusCode") or 0)
-        text = details.get("Message") or error.response.get("message") or ""
-        attempts = int(metadata.get("RetryAttempts", 0)) + 1
-        head = f"S3 {operation} failed for bucket {bucket!r}, key {key!r} ({where}): {code} (HTTP {status})"
-        head += f": {text}" if text else ""
-        if code in _NOT_FOUND_CODES:
-            return ObjectNotFoundError(f"{head}; the object does not exist", bucket=bucket, key=key, code=code)
-        if status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
-            return ObjectStoreError(
-                f"{head}; still failing after {attempts} attempt(s), a later retry may succeed",
-                bucket=bucket,
-                key=key,
-                code=code,
-                retryable=True,
-            )
-        hint = _HINTS.get(code, "retrying will not help")
-        return ObjectStoreError(f"{head}; {hint} (not retried)", bucket=bucket, key=key, code=code)
+        return s3_error(
+            operation,
+            bucket,
+            key,
+            str(details.get("Code", "Unknown")),
+            status=int(metadata.get("HTTPStatusCode") or 0),
+            text=details.get("Message") or error.response.get("message") or "",
+            attempts=int(metadata.get("RetryAttempts", 0)) + 1,
+        )
     code = type(error).__name__
-    head = f"S3 {operation} failed for bucket {bucket!r}, key {key!r} ({where}): {code}: {error}"
+    head = f"S3 {operation} failed for bucket {bucket!r}, key {key!r} (s3://{bucket}/{key}): {code}: {error}"
     if is_transient_network_error(error):
         return ObjectStoreError(
             f"{head}; the network kept failing through the client's retries, a later retry may succeed",
@@ -269,6 +259,40 @@ def translate_error(operation: str, bucket: str, key: str, error: BaseException)
         )
     # Missing credentials or region, an invalid parameter, a TLS failure: configuration.
     return ObjectStoreError(f"{head} (not retried)", bucket=bucket, key=key, code=code)
+
+
+def s3_error(
+    operation: str,
+    bucket: str,
+    key: str,
+    code: str,
+    *,
+    status: int = 0,
+    text: str = "",
+    attempts: int | None = None,
+    client: str = "",
+    transient: bool = False,
+) -> ObjectStoreError:
+    """The `ObjectStoreError` for an S3 error response (`code`, HTTP `status`), from any client
+    (boto3's here; `client` names another, e.g. the lake's delta-rs): what failed, where, and
+    whether a later retry may help (`transient`: the client says so, whatever the status)."""
+    by = f" by {client}" if client else ""
+    head = f"S3 {operation}{by} failed for bucket {bucket!r}, key {key!r} (s3://{bucket}/{key}): {code}"
+    head += f" (HTTP {status})" if status else ""
+    head += f": {text}" if text else ""
+    if code in _NOT_FOUND_CODES:
+        return ObjectNotFoundError(f"{head}; the object does not exist", bucket=bucket, key=key, code=code)
+    if transient or status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
+        tried = f"after {attempts} attempt(s)" if attempts else "through the client's retries"
+        return ObjectStoreError(
+            f"{head}; still failing {tried}, a later retry may succeed",
+            bucket=bucket,
+            key=key,
+            code=code,
+            retryable=True,
+        )
+    hint = _HINTS.get(code, "retrying will not help")
+    return ObjectStoreError(f"{head}; {hint} (not retried)", bucket=bucket, key=key, code=code)
 
 
 class S3ObjectStream(io.RawIOBase):

@@ -411,7 +411,11 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
                         log=context.log,
                     )
             except Exception as error:
-                failed = lake.tables(spec).latest_attempts([day]).get(day.isoformat())
+                try:
+                    failed = lake.tables(spec).latest_attempts([day]).get(day.isoformat())
+                except Exception as unreadable:  # the lake itself may be what failed: keep the day's error
+                    context.log.warning("failed attempt of %s %s not read back: %s", spec.name, day, unreadable)
+                    failed = None
                 if failed is not None and failed.run_id == context.run_id and failed.status == "failed":
                     report_attempt(failed, lake.tables(spec), context.run.job_name, context.log)
                 raise DayFailed(spec.name, day, position - 1, error) from error

@@ -11,7 +11,8 @@ alert by the policy's waits and repeats the failure. So the ingest step carries 
   original error as its cause and its text as the description), which Dagster fails at once.
 
 What is transient: a storage error the store marked `retryable` (throttling, 5xx, dropped
-connections once the S3 client's own attempts are spent, an object replaced mid-read),
+connections once the S3 client's own attempts are spent, an object replaced mid-read), the
+same failures met by the lake's own S3 clients, delta-rs and pyarrow (`lake.errors`),
 a network error or timeout, another run holding the day past the wait (`DayLockTimeout`),
 a lost S3 day lease (`DayLockLost`), and a Delta commit that lost a race with a concurrent
 writer of the same table and day (`CommitFailedError`). Anything
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 from dagster import Backoff, DagsterError, Failure, RetryPolicy
 from deltalake.exceptions import CommitFailedError
 
+from pipeline.engine.lake.errors import lake_storage_error
 from pipeline.engine.lake.locks import DayLockLost, DayLockTimeout
 from pipeline.engine.objects import ObjectStoreError
 from pipeline.engine.s3 import is_transient_network_error
@@ -67,6 +69,9 @@ def is_transient(error: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, ObjectStoreError):
             return current.retryable
+        lake_failure = lake_storage_error(current)
+        if lake_failure is not None:
+            return lake_failure.retryable
         if isinstance(current, _TRANSIENT_TYPES) or is_transient_network_error(current):
             return True
         current = current.__cause__ or current.__context__

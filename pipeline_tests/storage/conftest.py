@@ -1,5 +1,5 @@
 """Fixtures of the S3 tests: moto's S3-compatible server on loopback, a fault-injecting proxy in
-front of it, a bucket per test, and a pipeline whose landing zone and output store are in S3.
+front of it, a bucket per test, and a pipeline whose landing zone, output store and lake are in S3.
 
 The AWS settings are the standard environment variables (`AWS_ENDPOINT_URL`, dummy keys,
 `AWS_DEFAULT_REGION`), set per test; shared AWS config and credential files are hidden, so
@@ -21,11 +21,16 @@ import pytest
 from botocore.config import Config
 from dagster import Definitions
 
+from pipeline.engine.lake import LakeLocation, S3ClientSettings
+from pipeline.engine.lake.snapshot import connect
+from pipeline.sources import configured_sources
+from pipeline_tests.conftest import LakeReader
 from pipeline_tests.storage.s3_server import FaultProxy, MotoServer
 
 REGION = "us-east-1"
 LANDING_PREFIX = "landing"
 OUTPUT_PREFIX = "output"
+LAKE_PREFIX = "lake"
 
 
 @pytest.fixture(scope="session")
@@ -96,14 +101,14 @@ def upload_folder(client: Any, bucket: str, folder: Path, prefix: str) -> list[s
 
 
 @dataclass
-class S3PipelineEnv:
-    """One pipeline deployment whose landing zone and output store are prefixes of a bucket."""
+class S3PipelineEnv(LakeReader):
+    """One pipeline deployment whose landing zone, output store and lake are prefixes of a bucket."""
 
     bucket: str
     admin: Any
     proxy: FaultProxy
     local_landing: Path  # where tests generate files before `upload_landing()`
-    warehouse: Path
+    direct_endpoint: str  # the S3 server itself, not the proxy: for arranging and inspecting
 
     @property
     def landing_url(self) -> str:
@@ -112,6 +117,10 @@ class S3PipelineEnv:
     @property
     def output_url(self) -> str:
         return f"s3://{self.bucket}/{OUTPUT_PREFIX}"
+
+    @property
+    def lake_url(self) -> str:
+        return f"s3://{self.bucket}/{LAKE_PREFIX}"
 
     def upload_landing(self) -> list[str]:
         """Upload the generated landing zone; returns the S3 keys."""
@@ -137,21 +146,28 @@ class S3PipelineEnv:
         key = f"{OUTPUT_PREFIX}/manifests/{source}/{day}.json"
         return json.loads(self.admin.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def query(self, sql: str, parameters: list[object] | None = None) -> list[tuple[object, ...]]:
-        """Run a read-only query against the warehouse."""
-        with duckdb.connect(str(self.warehouse), read_only=True) as connection:
-            return connection.execute(sql, parameters or []).fetchall()
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """The lake read the documented way, with delta-rs and pyarrow pointed at the S3 server
+        itself: what a test inspects is never faulted (nor counted) by the proxy."""
+        location = LakeLocation.s3(self.lake_url, S3ClientSettings(endpoint_url=self.direct_endpoint))
+        return connect(location, configured_sources().values())
 
 
 @pytest.fixture
 def s3_pipeline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket: str, admin_s3: Any, aws_env: FaultProxy
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bucket: str,
+    admin_s3: Any,
+    aws_env: FaultProxy,
+    moto_server: MotoServer,
 ) -> S3PipelineEnv:
-    """`PIPELINE_LANDING_URL` and `PIPELINE_OUTPUT_URL` in S3 (through the proxy), the warehouse local."""
-    env = S3PipelineEnv(bucket, admin_s3, aws_env, tmp_path / "generated-landing", tmp_path / "warehouse.duckdb")
+    """`PIPELINE_LANDING_URL`, `PIPELINE_OUTPUT_URL` and `PIPELINE_LAKE_URL` in S3, through the proxy."""
+    env = S3PipelineEnv(bucket, admin_s3, aws_env, tmp_path / "generated-landing", moto_server.endpoint)
     env.local_landing.mkdir()
     monkeypatch.setenv("PIPELINE_LANDING_URL", env.landing_url)
     monkeypatch.setenv("PIPELINE_OUTPUT_URL", env.output_url)
-    monkeypatch.setenv("PIPELINE_WAREHOUSE", str(env.warehouse))
+    monkeypatch.setenv("PIPELINE_LAKE_URL", env.lake_url)
+    monkeypatch.delenv("PIPELINE_WAREHOUSE", raising=False)
     monkeypatch.delenv("PIPELINE_SOURCES_FILE", raising=False)
     return env

@@ -6,12 +6,15 @@ in front of it that injects faults.
   client's memory measurements, and so the client talks HTTP to it exactly as to S3.
 - `FaultProxy` forwards every request to that server, records it, and answers chosen
   requests with a fault instead: a 503 SlowDown, a 500, a 403 AccessDenied, a connection
-  reset, a body cut in the middle, or a stall longer than the client's read timeout.
+  reset, a body cut in the middle, or a stall longer than the client's read timeout. It
+  serves boto3, delta-rs and pyarrow alike, from a child process of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
+import json
 import re
 import socket
 import struct
@@ -20,9 +23,10 @@ import sys
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 _PIECE = 64 * 1024  # bytes relayed at a time: the proxy never holds a whole object
@@ -90,7 +94,7 @@ class MotoServer:
         self._log.close()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fault:
     """Answer the first `times` requests matching `method` and `pattern` with `kind`.
 
@@ -103,7 +107,6 @@ class Fault:
     kind: str  # "503" | "500" | "403" | "reset" | "truncate" | "stall"
     times: int = 1
     stall_s: float = 0.0
-    hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,59 +120,133 @@ class SeenRequest:
     range: str | None = None
 
 
-@dataclass
+class InjectedFault:
+    """A fault added to a running proxy; `hits` counts how often it has fired so far."""
+
+    def __init__(self, proxy: FaultProxy, index: int, fault: Fault) -> None:
+        self._proxy = proxy
+        self._index = index
+        self.fault = fault
+
+    @property
+    def hits(self) -> int:
+        return self._proxy._call("hits", self._index)
+
+    def __repr__(self) -> str:
+        return f"InjectedFault({self.fault}, hits={self.hits})"
+
+
 class FaultProxy:
-    """An HTTP proxy on loopback in front of the S3 server, injecting `Fault`s."""
+    """An HTTP proxy on loopback in front of the S3 server, injecting `Fault`s.
 
-    upstream_port: int
-    faults: list[Fault] = field(default_factory=list)
-    seen: list[SeenRequest] = field(default_factory=list)
+    It runs in a child process of its own (this file run as a script, standard library only),
+    controlled by JSON lines on its standard input and output: as a thread of the test
+    process it would share the GIL with the pipeline it serves (parse threads, Dagster), so
+    how fast it relays would depend on them."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
         self._lock = threading.Lock()
-        proxy = self
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, str(upstream_port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = self._process.stdout.readline() if self._process.stdout else ""
+        if not ready.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"the fault proxy did not start (it said {ready!r})")
+        self.endpoint = f"http://{LOOPBACK}:{ready.strip()}"
 
-        class Handler(_ProxyHandler):
-            owner = proxy
-
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://{LOOPBACK}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
-        self._thread.start()
-
-    def inject(self, method: str, pattern: str, kind: str, times: int = 1, stall_s: float = 0.0) -> Fault:
+    def inject(self, method: str, pattern: str, kind: str, times: int = 1, stall_s: float = 0.0) -> InjectedFault:
         """Add a fault; returns it (its `hits` count how often it fired)."""
         fault = Fault(method, pattern, kind, times, stall_s)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
+        return InjectedFault(self, self._call("inject", dataclasses.asdict(fault)), fault)
+
+    @property
+    def seen(self) -> list[SeenRequest]:
+        """Every request received so far, oldest first."""
+        return [SeenRequest(**seen) for seen in self._call("seen")]
 
     def requests(self, method: str, pattern: str) -> list[SeenRequest]:
         """Requests seen so far with this method whose decoded target matches `pattern`."""
-        with self._lock:
-            return [seen for seen in self.seen if seen.method == method and re.search(pattern, seen.target)]
+        return [seen for seen in self.seen if seen.method == method and re.search(pattern, seen.target)]
 
-    def _decide(self, method: str, target: str) -> Fault | None:
+    def _call(self, command: str, argument: object = None) -> Any:
         with self._lock:
-            for fault in self.faults:
-                if fault.method == method and fault.hits < fault.times and re.search(fault.pattern, target):
-                    fault.hits += 1
+            assert self._process.stdin is not None and self._process.stdout is not None
+            self._process.stdin.write(json.dumps([command, argument]) + "\n")
+            self._process.stdin.flush()
+            return json.loads(self._process.stdout.readline())
+
+    def stop(self) -> None:
+        """Stop the child process this object started (requests in flight are cut)."""
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+class _ProxyState:
+    """The faults and the record of requests, in the proxy's process."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.hits: list[int] = []
+        self.seen: list[SeenRequest] = []
+
+    def decide(self, method: str, target: str) -> Fault | None:
+        with self.lock:
+            for index, fault in enumerate(self.faults):
+                if fault.method == method and self.hits[index] < fault.times and re.search(fault.pattern, target):
+                    self.hits[index] += 1
                     return fault
             return None
 
-    def _record(self, method: str, target: str, outcome: str, range_header: str | None) -> None:
-        with self._lock:
+    def record(self, method: str, target: str, outcome: str, range_header: str | None) -> None:
+        with self.lock:
             self.seen.append(SeenRequest(method, target, outcome, range_header))
 
-    def stop(self) -> None:
-        """Stop serving (requests in flight finish on their daemon threads)."""
-        self._server.shutdown()
-        self._server.server_close()
+    def answer(self, command: str, argument: Any) -> Any:
+        with self.lock:
+            if command == "inject":
+                self.faults.append(Fault(**argument))
+                self.hits.append(0)
+                return len(self.faults) - 1
+            if command == "hits":
+                return self.hits[argument]
+            if command == "seen":
+                return [dataclasses.asdict(seen) for seen in self.seen]
+        raise ValueError(f"unknown command {command!r}")
+
+
+def _serve_proxy(upstream_port: int) -> None:
+    """The proxy's process: serve HTTP on a free loopback port (printed first), and answer the
+    commands read from standard input until it closes."""
+    state = _ProxyState(upstream_port)
+
+    class Handler(_ProxyHandler):
+        owner = state
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="fault-proxy", daemon=True).start()
+    print(server.server_address[1], flush=True)
+    for line in sys.stdin:
+        command, argument = json.loads(line)
+        print(json.dumps(state.answer(command, argument)), flush=True)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
-    owner: FaultProxy
+    owner: _ProxyState
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
 
     def log_message(self, format: str, *args: object) -> None:
@@ -193,8 +270,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = self._read_request_body()
         target = urllib.parse.unquote(self.path)
-        fault = self.owner._decide(self.command, target)
-        self.owner._record(self.command, target, fault.kind if fault else "forwarded", self.headers.get("Range"))
+        fault = self.owner.decide(self.command, target)
+        self.owner.record(self.command, target, fault.kind if fault else "forwarded", self.headers.get("Range"))
         if fault is None:
             self._forward(body)
         elif fault.kind in ("503", "500", "403"):
@@ -210,29 +287,38 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     def _read_request_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", ""):
-            raw = bytearray()
-            while True:
-                size_line = self.rfile.readline()
-                raw += size_line
-                size = int(size_line.split(b";")[0].strip(), 16)
-                raw += self.rfile.read(size + 2)  # the chunk and its CRLF
-                if size == 0:
-                    # Trailers (aws-chunked checksums) until the empty line.
-                    while True:
-                        line = self.rfile.readline()
-                        raw += line
-                        if line in (b"\r\n", b"\n", b""):
-                            return bytes(raw)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        """The request's body as sent (chunked framing included, to be forwarded as is)."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", ""):
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+        raw = bytearray()
+        while True:
+            size_line = self.rfile.readline()
+            if not size_line:
+                raise ConnectionError("the client closed the connection inside a chunked body")
+            raw += size_line
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                break
+            raw += self.rfile.read(size + 2)  # the chunk and its CRLF
+        # After the last (empty) chunk: trailer fields, if any, then the empty line that ends the
+        # body. pyarrow's UploadPart (aws-chunked inside HTTP chunked, its checksum trailer in
+        # the aws-chunked body) sends that empty line at once: reading on past it (as this proxy
+        # once did) waits for bytes that never come, until pyarrow's read timeout.
+        while True:
+            line = self.rfile.readline()
+            raw += line
+            if line in (b"\r\n", b"\n", b""):
+                return bytes(raw)
 
     def _forward(self, body: bytes, cut_body: bool = False) -> None:
         upstream = http.client.HTTPConnection(LOOPBACK, self.owner.upstream_port, timeout=60)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
-                upstream.putheader(name, value)
+                # `Expect: 100-continue` was answered here already (BaseHTTPRequestHandler).
+                if name.lower() != "expect":
+                    upstream.putheader(name, value)
             upstream.endheaders(body or None)
             response = upstream.getresponse()
             length = response.getheader("Content-Length")
@@ -284,3 +370,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         """Drop the connection without (the rest of) a response: RST instead of FIN."""
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
+
+
+if __name__ == "__main__":
+    _serve_proxy(int(sys.argv[1]))

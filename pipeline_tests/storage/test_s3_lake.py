@@ -8,6 +8,8 @@ proxy: what these tests fault is processes, not the network.)
   `If-None-Match`); a killed holder's lease is taken over once it expires.
 - A reader sees a consistent snapshot, reading the data files with pyarrow's S3 client.
 - A writer SIGKILLed between the commits of two tables never shows a half-replaced day.
+- What the lake's clients report of a failed call names bucket and key, and whether a retry
+  may help (the one test here that goes through the fault proxy).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deltalake import DeltaTable
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline.engine.lake import Lake, LakeLocation, S3ClientSettings
 from pipeline.engine.lake.datasets import files_dataset, table_files
+from pipeline.engine.lake.errors import lake_storage_error
 from pipeline.engine.lake.maintenance import maintain_source
 from pipeline.engine.lake.snapshot import connect
+from pipeline.orchestration.retries import is_transient
 from pipeline.sources import load_sources
 from pipeline_tests.reliability.conftest import kill, wait_for, worker
 from pipeline_tests.storage.s3_server import FaultProxy, MotoServer
@@ -240,3 +245,34 @@ def test_a_writer_killed_between_commits_on_s3_never_shows_a_half_replaced_day(
         (1, "run-before", "loaded"),
         (2, "run-rerun", "loaded"),
     ]
+
+
+def test_lake_client_failures_say_where_and_whether_a_retry_may_help(bucket: str, aws_env: FaultProxy) -> None:
+    """Fault: throttling that outlasts pyarrow's attempts, resets that outlast delta-rs's, and a
+    403 to delta-rs (through the fault proxy). Expected: each error, as `lake_storage_error`
+    reads it, names the client, the operation, the bucket and the key; the throttling and the
+    resets may pass (a step retry is worth it), the 403 cannot."""
+    settings = S3ClientSettings(connect_timeout_s=2, read_timeout_s=5, max_attempts=2)
+    aws_env.inject("PUT", r"/lake/throttled\.parquet\?partNumber=1&", "503", times=10)
+    aws_env.inject("GET", "lake/reset/_delta_log/", "reset", times=10)
+    aws_env.inject("GET", "lake/denied/_delta_log/", "403", times=10)
+    with pytest.raises(OSError) as throttled:
+        with settings.pyarrow_filesystem().open_output_stream(f"{bucket}/lake/throttled.parquet") as stream:
+            stream.write(b"x" * 1024)
+    with pytest.raises(OSError) as reset:
+        DeltaTable(f"s3://{bucket}/lake/reset", storage_options=settings.storage_options())
+    with pytest.raises(OSError) as denied:
+        DeltaTable(f"s3://{bucket}/lake/denied", storage_options=settings.storage_options())
+
+    for raised, head, code, retryable in (
+        (throttled, f"S3 UploadPart by pyarrow failed for bucket {bucket!r}, key 'lake/throttled.parquet'", "SlowDown",
+         True),
+        (reset, f"S3 GetObject by delta-rs failed for bucket {bucket!r}, key 'lake/reset/_delta_log/", "NetworkError",
+         True),
+        (denied, f"by delta-rs failed for bucket {bucket!r}, key 'lake/denied/_delta_log/", "AccessDenied", False),
+    ):  # fmt: skip
+        failure = lake_storage_error(raised.value)
+        assert failure is not None, raised.value
+        assert head in str(failure) and (failure.code, failure.retryable) == (code, retryable), failure
+        assert is_transient(raised.value) is retryable
+    assert lake_storage_error(ValueError("not a storage error")) is None

@@ -34,12 +34,17 @@ def table_files(delta_table: DeltaTable, days: Collection[dt.date] | None = None
 
 
 def files_dataset(location: LakeLocation, table_uri: str, schema: pa.Schema, paths: list[str]) -> ds.Dataset:
-    """The given files of a table (relative paths) as one dataset of `schema`."""
+    """The given files of a table (relative paths) as one dataset of `schema`.
+
+    Read by their full paths (`bucket/prefix/...` on S3), so that an error reading one names
+    it whole: a file relative to its table would name neither the bucket nor the table."""
+    table = location.filesystem(table_uri)
+    root = table.base_path.rstrip("/")
     return ds.dataset(
-        paths,
+        [f"{root}/{path}" for path in paths],
         schema=schema,
         format="parquet",
-        filesystem=location.filesystem(table_uri),
+        filesystem=table.base_fs,
         partitioning=_PARTITIONING,
-        partition_base_dir="",
+        partition_base_dir=root,
     )
