@@ -200,20 +200,7 @@ def test_guard_pauses_on_the_failed_run_share_of_a_running_backfill(
 ) -> None:
     """Direct evaluation against a real instance: 3 of 4 finished runs of a backfill failed
     (above 50%): the pool goes to 0 and the message says why; a healthy backfill is left alone."""
-    backfill = PartitionBackfill(
-        backfill_id="guardtest",
-        status=BulkActionStatus.REQUESTED,
-        from_failure=False,
-        tags={},
-        backfill_timestamp=get_current_timestamp(),
-        asset_selection=[],
-        serialized_asset_backfill_data=None,
-        partition_names=None,
-        partition_set_origin=None,
-        reexecution_steps=None,
-        asset_backfill_data=None,
-    )
-    instance.add_backfill(backfill)
+    add_backfill(instance, "guardtest")
     # The pool at its default limit, as an operator set it (lake_writers = 2).
     set_pool_limit(instance, DEFAULT_POOL_LIMIT)
     assert pool_limit(instance) == 2
