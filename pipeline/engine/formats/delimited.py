@@ -56,6 +56,7 @@ class DelimitedRecords(RecordFormat):
         # before any header line), and the next id to give a header line.
         self.current = pl.DataFrame({LAYOUT: [0], _NAMES: [self.options.columns]}, schema=_LAYOUTS)
         self.next_id = 1
+        self._header_lines: list[tuple[int, str]] = []
 
     def for_file(self) -> DelimitedRecords:
         return DelimitedRecords(self.spec)
@@ -82,9 +83,17 @@ class DelimitedRecords(RecordFormat):
         if headers.height:
             self.next_id += headers.height
             self.current = layouts.tail(1)
+            header_rows = flagged.filter(pl.col("__header"))
+            self._header_lines.extend(
+                zip(header_rows["line_number"].to_list(), header_rows[TEXT].to_list(), strict=True)
+            )
         kept = flagged.filter(~pl.col("__skip")).drop("__header", "__skip")
         resolved = kept.join(self._layout_table(layouts), on=LAYOUT, how="left", maintain_order="left")
         return resolved.drop(LAYOUT), lines.height - kept.height
+
+    def take_header_lines(self) -> tuple[tuple[int, str], ...]:
+        taken, self._header_lines = tuple(self._header_lines), []
+        return taken
 
     def extract(self, records: pl.DataFrame) -> pl.DataFrame:
         frame = self._split(records)
