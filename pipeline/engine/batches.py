@@ -65,6 +65,10 @@ class ParsedBatch:
     # quarantine rows of the batch that judges them. Over a whole file (or partition, once all
     # is judged): lines_read = events + quarantined + lines_ignored + continuation_lines.
     held: int = 0
+    # The header lines of this batch that set the layout of the lines after them (a delimited
+    # source's `#Fields:`), as (line number, text): kept in `loads` so that a re-judge can
+    # read the file's quarantined records through the layout they were read with.
+    header_lines: tuple[tuple[int, str], ...] = ()
 
 
 def quarantine_entry(

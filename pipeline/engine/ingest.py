@@ -398,6 +398,11 @@ class _DayLoad:
                     continue
                 add(batch)
                 progress.add(batch)
+                if batch.header_lines and record.header_lines is not None:
+                    record.header_lines.extend(
+                        {"source_file": landed.key, "line_number": number, "line": line}
+                        for number, line in batch.header_lines
+                    )
                 if pending.count >= JUDGE_ROWS:
                     judge()
                 if options.sleep_between_batches_s > 0:
@@ -407,6 +412,8 @@ class _DayLoad:
             judge()
         record.failed_checks = rules_by_rows(self.failed_checks)
         record.rows_read = record.rows_loaded + record.rows_quarantined
+        if record.header_lines:  # the files were parsed in parallel: one order, whatever finished first
+            record.header_lines.sort(key=lambda header: (header["source_file"], header["line_number"]))
 
     # -- 2. commits -------------------------------------------------------------------------
     def commit(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 import polars as pl
 
@@ -130,12 +131,13 @@ class PartitionParser:
             frame = line_frame(batch)
             lines_read = frame.height
             frame, ignored = file_format.prepare(frame)
+            header_lines = file_format.take_header_lines()
             if not self.spec.multiline:
                 blank = frame[TEXT].str.strip_chars() == ""
                 ignored += int(blank.sum())
                 records = frame.filter(~blank)
                 batch_parsed = self._finish(records, file_format, source_file, lines_read, ignored, 0, None, pending)
-                yield self._judged(batch_parsed, pending, own_pending, is_last)
+                yield _with_headers(self._judged(batch_parsed, pending, own_pending, is_last), header_lines)
                 continue
             if carry is not None:
                 frame = pl.concat([carry, frame], how="vertical_relaxed")
@@ -171,7 +173,7 @@ class PartitionParser:
             batch_parsed = self._finish(
                 records, file_format, source_file, lines_read, ignored, continuation, orphans, pending
             )
-            yield self._judged(batch_parsed, pending, own_pending, is_last)
+            yield _with_headers(self._judged(batch_parsed, pending, own_pending, is_last), header_lines)
 
     def _judged(self, batch: ParsedBatch, pending: PendingValidation, own: bool, end_of_file: bool) -> ParsedBatch:
         """`batch`, plus the verdict on the held rows when the file judges its own and it is time."""
@@ -357,3 +359,8 @@ def _lookahead(batches: Iterable[LineBatch]) -> Iterator[tuple[LineBatch, bool]]
             raise
         yield current, False
         current = following
+
+
+def _with_headers(batch: ParsedBatch, header_lines: tuple[tuple[int, str], ...]) -> ParsedBatch:
+    """`batch` carrying the header lines its lines were read with."""
+    return replace(batch, header_lines=header_lines) if header_lines else batch

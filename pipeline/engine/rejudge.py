@@ -22,6 +22,7 @@ its verdict cannot depend on the records around it; single-line records are pars
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import time
@@ -64,14 +65,16 @@ class CannotRejudge(RuntimeError):
     """The source's records cannot be re-read from the DLQ alone."""
 
 
-def check_rejudgeable(spec: SourceSpec) -> None:
-    """Refuse a source whose lines cannot be parsed without their file: a delimited layout read
-    from a `#Fields:` header line of each file (the DLQ keeps records, not the header above them)."""
+def check_rejudgeable(spec: SourceSpec, sealed: LoadRecord) -> None:
+    """Refuse a day whose records cannot be parsed from the DLQ: a delimited layout read from a
+    header line of each file (`#Fields:`) needs the header lines, which `loads` keeps since
+    header lines are recorded; a day loaded before that has none to read them with."""
     header = getattr(spec.format, "header", None)
-    if header is not None:
+    if header is not None and sealed.header_lines is None:
         raise CannotRejudge(
-            f"source {spec.name!r} reads its columns from the {header!r} header line of each file, which the DLQ "
-            "does not keep: re-run the days from their landing files instead"
+            f"source {spec.name!r} reads its columns from the {header!r} header line of each file, and the load of "
+            f"{sealed.partition_date} (run {sealed.run_id}) was recorded before header lines were kept in `loads`: "
+            "re-run the day from its landing files (once; later re-judges of it then work)"
         )
 
 
@@ -105,7 +108,6 @@ def rejudge_partition(
     started = time.perf_counter()
     day_load: _DayLoad | None = None
     try:
-        check_rejudgeable(spec)
         tables.ensure(log)
         with lake.day_lock(spec.name, day, owner=run.run_id, log=log) as lock:
             history = tables.read_loads([day])
@@ -115,6 +117,7 @@ def rejudge_partition(
                 raise NothingToRejudge(
                     f"{spec.name} {day} was never loaded: there is no DLQ to re-judge; load it from its landing files"
                 )
+            check_rejudgeable(spec, sealed)
             _copy_listing(record, sealed)
             day_load = _DayLoad(tables, spec, day, record, sealed, run, lock, log)
             moved, still = _rewrite(day_load, sealed)
@@ -146,6 +149,7 @@ def _copy_listing(record: LoadRecord, sealed: LoadRecord) -> None:
         "missing_hours",
         "ignored_objects",
         "landing_fingerprint",
+        "header_lines",
     ):
         setattr(record, name, getattr(sealed, name))
 
@@ -169,8 +173,10 @@ def _rewrite(day_load: _DayLoad, sealed: LoadRecord) -> tuple[int, int]:
     parser = PartitionParser(spec, day)
     pending = PendingValidation()
     outcomes: list[ParsedBatch] = []
+    headers = _header_lines_by_file(sealed)
     for source_file, group in records.group_by("source_file", maintain_order=True):
-        outcomes.extend(_judge_file(parser, str(source_file[0]), group, pending))
+        name = str(source_file[0])
+        outcomes.extend(_judge_file(parser, name, group, headers.get(name, []), pending))
     if pending.count:
         outcomes.append(parser.judge(pending))
     events_columns = [
@@ -204,24 +210,47 @@ def _rewrite(day_load: _DayLoad, sealed: LoadRecord) -> tuple[int, int]:
     return moved, still
 
 
+def _header_lines_by_file(sealed: LoadRecord) -> dict[str, list[tuple[int, bytes]]]:
+    """The header lines the original load read, per file, in line order."""
+    by_file: dict[str, list[tuple[int, bytes]]] = {}
+    for header in sealed.header_lines or []:
+        line = (int(header["line_number"]), str(header["line"]).encode("utf-8"))
+        by_file.setdefault(str(header["source_file"]), []).append(line)
+    return {name: sorted(lines) for name, lines in by_file.items()}
+
+
 def _judge_file(
-    parser: PartitionParser, source_file: str, group: pl.DataFrame, pending: PendingValidation
+    parser: PartitionParser,
+    source_file: str,
+    group: pl.DataFrame,
+    header_lines: list[tuple[int, bytes]],
+    pending: PendingValidation,
 ) -> list[ParsedBatch]:
     """Parse one file's quarantined records again, keeping their original line numbers.
 
-    Single-line records are parsed as one batch (their verdicts, pandera's included, come out
-    of that call, numbered 1..n, then mapped back); a multi-line record is parsed alone,
-    starting at its own line number, its suspect rows held in `pending` for one verdict."""
+    Single-line records are parsed as one batch, the file's header lines among them at their
+    places (their verdicts, pandera's included, come out of that call, numbered 1..n, then
+    mapped back); a multi-line record is parsed alone, starting at its own line number, after
+    the header line in force at it, its suspect rows held in `pending` for one verdict."""
     rows = group.sort("line_number").select("line_number", "raw_line", "raw_bytes").to_dicts()
+    records = [(int(row["line_number"]), _record_bytes(row)) for row in rows]
     if not parser.spec.multiline:
-        lines = [_record_bytes(row) for row in rows]
-        originals = [int(row["line_number"]) for row in rows]
-        parsed = parser.parse_file([LineBatch(pa.array(lines, pa.large_binary()), 1)], source_file)
+        # A header line and the record it precedes never share a number; the header sorts first.
+        lines = sorted([*header_lines, *records], key=lambda numbered: numbered[0])
+        originals = [number for number, _ in lines]
+        batch = LineBatch(pa.array([text for _, text in lines], pa.large_binary()), 1)
+        parsed = parser.parse_file([batch], source_file)
         return [_renumbered(batch, originals) for batch in parsed]
     results: list[ParsedBatch] = []
-    for row in rows:
-        lines = _record_bytes(row).split(b"\n")
-        batch = LineBatch(pa.array(lines, pa.large_binary()), int(row["line_number"]))
+    header_numbers = [number for number, _ in header_lines]
+    for number, text in records:
+        lines = text.split(b"\n")
+        in_force = bisect.bisect_left(header_numbers, number) - 1
+        if in_force >= 0:
+            # The header line goes right above the record, which keeps its own numbers.
+            lines.insert(0, header_lines[in_force][1])
+            number -= 1
+        batch = LineBatch(pa.array(lines, pa.large_binary()), number)
         results.extend(parser.parse_file([batch], source_file, pending))
     return results
 

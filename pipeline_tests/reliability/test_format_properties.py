@@ -14,6 +14,7 @@ import datetime as dt
 import io
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -196,3 +197,42 @@ test_mixed_lines_syslog_rfc3164 = _mixed_lines("syslog_rfc3164")
 test_mixed_lines_syslog_rfc5424_multiline = _mixed_lines("syslog_rfc5424_multiline")
 test_mixed_lines_delimited = _mixed_lines("delimited")
 test_mixed_lines_w3c = _mixed_lines("w3c")
+
+
+# The quote-splitting path of quoted delimited layouts (`DelimitedRecords._split_quoted`) must
+# give exactly the columns of the column regex (`_split_by_pattern`), the reference.
+QUOTED_LAYOUTS = [(" ", '"', "\\"), (" ", '"', '"'), ("\t", '"', None), (",", "'", "\\")]
+
+
+@pytest.mark.parametrize(("separator", "quote", "escape"), QUOTED_LAYOUTS)
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_quoted_columns_split_at_quotes_equal_the_column_regex(
+    separator: str, quote: str, escape: str | None, data: st.DataObject
+) -> None:
+    """Records of separators, quotes, escapes, ordinary and odd characters (empty, doubled and
+    unterminated quotes, quotes inside bare values, trailing separators). Expected: every
+    record splits (or fails to) as the regex says, into the same values."""
+    from pipeline.engine.formats.delimited import DelimitedRecords
+    from pipeline.engine.records import TEXT
+
+    options = {"type": "delimited", "separator": separator, "quote": quote, "escape": escape, "columns": ["a", "t"]}
+    spec = SourceSpec(
+        name="quoted",
+        first_day="2024-01-01",
+        format=options,
+        timestamp={"field": "timestamp", "from": "t", "format": "%Y-%m-%dT%H:%M:%S%#z"},
+        fields={"a": {}},
+        daily_metrics={"records": "count(*)"},
+    )
+    alphabet = [separator, quote, "a", "b", "é", "\x1f", " ", "\\", *([escape] if escape else [])]
+    records = data.draw(st.lists(st.text(st.sampled_from(alphabet), max_size=24), min_size=1, max_size=40))
+    frame = pl.DataFrame({TEXT: records}, schema={TEXT: pl.String})
+    layout = DelimitedRecords(spec)
+    fast, reference = layout._split(frame), layout._split_by_pattern(frame)
+    assert fast["__split"].to_list() == reference["__split"].to_list()
+    for splits, got, expected in zip(
+        reference["__split"], fast["__values"].to_list(), reference["__values"].to_list(), strict=True
+    ):
+        if splits:
+            assert got == expected

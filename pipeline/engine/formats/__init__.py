@@ -38,6 +38,11 @@ class RecordFormat:
         """The lines of a batch that can be records, and how many others were ignored."""
         return lines, 0
 
+    def take_header_lines(self) -> tuple[tuple[int, str], ...]:
+        """The header lines `prepare` met since the last call, as (line number, text): the
+        lines that set how the lines after them are read (none for most formats)."""
+        return ()
+
     def extract(self, records: pl.DataFrame) -> pl.DataFrame:
         """A frame aligned with `records` (same rows, same order): one String column per
         column of the source (`spec.columns`, null where the record has no value) and

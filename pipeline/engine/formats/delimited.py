@@ -29,7 +29,10 @@ from __future__ import annotations
 import re
 from functools import cache
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.engine.formats import LINE_DETAIL, LINE_PROBLEM, RecordFormat, joined
 from pipeline.engine.records import TEXT
@@ -56,6 +59,7 @@ class DelimitedRecords(RecordFormat):
         # before any header line), and the next id to give a header line.
         self.current = pl.DataFrame({LAYOUT: [0], _NAMES: [self.options.columns]}, schema=_LAYOUTS)
         self.next_id = 1
+        self._header_lines: list[tuple[int, str]] = []
 
     def for_file(self) -> DelimitedRecords:
         return DelimitedRecords(self.spec)
@@ -82,9 +86,17 @@ class DelimitedRecords(RecordFormat):
         if headers.height:
             self.next_id += headers.height
             self.current = layouts.tail(1)
+            header_rows = flagged.filter(pl.col("__header"))
+            self._header_lines.extend(
+                zip(header_rows["line_number"].to_list(), header_rows[TEXT].to_list(), strict=True)
+            )
         kept = flagged.filter(~pl.col("__skip")).drop("__header", "__skip")
         resolved = kept.join(self._layout_table(layouts), on=LAYOUT, how="left", maintain_order="left")
         return resolved.drop(LAYOUT), lines.height - kept.height
+
+    def take_header_lines(self) -> tuple[tuple[int, str], ...]:
+        taken, self._header_lines = tuple(self._header_lines), []
+        return taken
 
     def extract(self, records: pl.DataFrame) -> pl.DataFrame:
         frame = self._split(records)
@@ -142,6 +154,14 @@ class DelimitedRecords(RecordFormat):
             return frame.with_columns(
                 pl.col(TEXT).str.split(separator).alias("__values"), pl.lit(True).alias("__split")
             )
+        if brackets is None and quote is not None:
+            return self._split_quoted(frame, separator, quote, escape)
+        return self._split_by_pattern(frame)
+
+    def _split_by_pattern(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`_split` for any layout, by regular expressions."""
+        separator, quote, escape, brackets = (self.options.separator, self.options.quote,
+                                              self.options.escape, self.options.brackets)  # fmt: skip
         # A capture-free regex (one DFA pass) says whether the record is a sequence of well
         # formed columns; `extract_all` of "a column and the separator after it" then finds
         # them left to right (a column's first character decides its kind, so both agree);
@@ -173,6 +193,78 @@ class DelimitedRecords(RecordFormat):
         return frame.with_columns(
             pl.concat_list(pl.col("__values").list.eval(value), empty_last.cast(pl.List(pl.String))).alias("__values")
         )
+
+    def _split_quoted(self, frame: pl.DataFrame, separator: str, quote: str, escape: str | None) -> pl.DataFrame:
+        """`_split` for quoted layouts without brackets (ALB/ELB, CSV-like logs), by
+        splitting at the quotes instead of matching each column with a regex.
+
+        With the record wrapped in one separator on each side, split at every quote: the
+        pieces at odd positions are the quoted values, and each piece at an even position is
+        a run of bare columns that starts and ends with a separator (split it at the
+        separators; its first and last parts are the empty ends). A record is read this way
+        when that shape holds and it has no escape character (nothing to decode, no quote
+        inside a value); it is then exactly a record the column regex accepts, and gets the
+        same values. Every other record (escapes, a quote inside a bare value, an unterminated
+        quote) goes through `_split_by_pattern`. Measured on generated ALB lines: about twice
+        as fast as the regex path."""
+        text = frame[TEXT]
+        if not len(text):
+            return self._split_by_pattern(frame)
+        pieces = _combined((separator + text + separator).str.split(quote).to_arrow())
+        starts = np.asarray(pieces.offsets)
+        starts = starts - starts[0]
+        counts = np.diff(starts)
+        values = pl.Series(pieces.flatten())
+        quoted = pl.Series((np.arange(len(values)) - np.repeat(starts[:-1], counts)) % 2 == 1)
+        bare_shape = values.str.starts_with(separator) & values.str.ends_with(separator)
+        misshapen = (~quoted & ~bare_shape).to_numpy().astype(np.int64)
+        fast = (counts % 2 == 1) & (np.add.reduceat(misshapen, starts[:-1]) == 0)
+        if escape is not None and escape != quote:
+            fast &= ~text.str.contains(escape, literal=True).to_numpy()
+        # A quoted piece is one column; a bare run splits into its columns between the
+        # separators that begin and end it (its first and last parts, always empty, dropped).
+        is_quoted = quoted.to_numpy()
+        bare_runs = _combined(pc.split_pattern(_combined(values.filter(~quoted).to_arrow()), separator))
+        run_starts = np.asarray(bare_runs.offsets)
+        run_starts = run_starts - run_starts[0]
+        run_parts = np.diff(run_starts)
+        part_of_run = np.arange(run_starts[-1]) - np.repeat(run_starts[:-1], run_parts)
+        kept = (part_of_run > 0) & (part_of_run < np.repeat(run_parts - 1, run_parts))
+        bare_columns = bare_runs.flatten().filter(pa.array(kept))
+        # Columns per piece, then each record's columns in order: its pieces' columns.
+        columns_per_piece = np.ones(len(values), dtype=np.int64)
+        columns_per_piece[~is_quoted] = np.maximum(run_parts - 2, 0)  # 0 in misshapen runs (records read by pattern)
+        piece_starts = np.concatenate(([0], np.cumsum(columns_per_piece)))
+        order = np.empty(piece_starts[-1], dtype=np.int64)
+        is_quoted_column = np.zeros(len(order), dtype=bool)
+        is_quoted_column[piece_starts[:-1][is_quoted]] = True
+        order[is_quoted_column] = len(bare_columns) + np.arange(int(is_quoted.sum()))
+        order[~is_quoted_column] = np.arange(len(bare_columns))
+        columns = pa.concat_arrays([bare_columns, _combined(values.filter(quoted).to_arrow())]).take(pa.array(order))
+        record_columns = pa.LargeListArray.from_arrays(pa.array(piece_starts[starts], pa.int64()), columns)
+        split = frame.with_columns(
+            pl.Series("__values", record_columns, dtype=pl.List(pl.String)), pl.lit(True).alias("__split")
+        )
+        slow = np.flatnonzero(~fast)
+        if not len(slow):
+            return split
+        by_pattern = self._split_by_pattern(frame[slow].select(TEXT)).select(
+            pl.Series("__split_row", slow, dtype=pl.UInt32), pl.col("__values").alias("__slow_values"),
+            pl.col("__split").alias("__slow_split"),
+        )  # fmt: skip
+        joined = split.with_row_index("__split_row").join(
+            by_pattern, on="__split_row", how="left", maintain_order="left"
+        )
+        is_slow = pl.col("__slow_split").is_not_null()
+        return joined.with_columns(
+            pl.when(is_slow).then(pl.col("__slow_values")).otherwise(pl.col("__values")).alias("__values"),
+            pl.when(is_slow).then(pl.col("__slow_split")).otherwise(pl.col("__split")).alias("__split"),
+        ).drop("__split_row", "__slow_values", "__slow_split")
+
+
+def _combined(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (polars hands over a chunked one when its column has chunks)."""
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 _LAYOUTS = {LAYOUT: pl.Int64, _NAMES: pl.List(pl.String)}

@@ -39,6 +39,7 @@ _SAMPLE = pa.struct(
         ("raw_line", pa.large_string()),
     ]
 )
+_HEADER_LINE = pa.struct([("source_file", pa.large_string()), ("line_number", pa.int64()), ("line", pa.large_string())])
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 LOADS_SCHEMA = pa.schema(
@@ -80,6 +81,8 @@ LOADS_SCHEMA = pa.schema(
         pa.field("error_traceback", pa.large_string()),
         pa.field("summary", pa.large_string(), nullable=False),
         pa.field("manifest", pa.large_string()),
+        # NULL in rows written before header lines were recorded (a re-judge then refuses).
+        pa.field("header_lines", pa.large_list(_HEADER_LINE)),
     ]
 )
 
@@ -125,6 +128,9 @@ class LoadRecord:
     error_traceback: str | None = None
     summary: str = ""
     manifest: str | None = None
+    # The header lines read from the files (a delimited source's `#Fields:`), by file and line:
+    # what a re-judge needs to read the DLQ's records with their layout. None: not recorded.
+    header_lines: list[dict[str, Any]] | None = field(default_factory=list)
 
     @property
     def day(self) -> dt.date:
@@ -191,6 +197,8 @@ class LoadRecord:
         values["hours_present"] = list(row.get("hours_present") or [])
         values["missing_hours"] = list(row.get("missing_hours") or [])
         values["ignored_objects"] = list(row.get("ignored_objects") or [])
+        headers = row.get("header_lines")
+        values["header_lines"] = None if headers is None else list(headers)
         return cls(**values)
 
 
