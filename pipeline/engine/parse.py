@@ -132,8 +132,10 @@ class PartitionParser:
             frame, ignored = file_format.prepare(frame)
             if not self.spec.multiline:
                 blank = frame[TEXT].str.strip_chars() == ""
-                ignored += int(blank.sum())
-                records = frame.filter(~blank)
+                blank_lines = int(blank.sum())
+                ignored += blank_lines
+                # Most batches have no blank line: the filter would only copy the frame.
+                records = frame.filter(~blank) if blank_lines else frame
                 batch_parsed = self._finish(records, file_format, source_file, lines_read, ignored, 0, None, pending)
                 yield self._judged(batch_parsed, pending, own_pending, is_last)
                 continue
