@@ -134,8 +134,10 @@ class PartitionParser:
             header_lines = file_format.take_header_lines()
             if not self.spec.multiline:
                 blank = frame[TEXT].str.strip_chars() == ""
-                ignored += int(blank.sum())
-                records = frame.filter(~blank)
+                blank_lines = int(blank.sum())
+                ignored += blank_lines
+                # Most batches have no blank line: the filter would only copy the frame.
+                records = frame.filter(~blank) if blank_lines else frame
                 batch_parsed = self._finish(records, file_format, source_file, lines_read, ignored, 0, None, pending)
                 yield _with_headers(self._judged(batch_parsed, pending, own_pending, is_last), header_lines)
                 continue

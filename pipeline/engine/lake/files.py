@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 # that the group buffered before each write stays well under 100 MB (131,072 against 262,144:
 # peak RSS of a 2M-line ingest 527 against 582 MB, 6.7 against 7.1 s, 2026-12-02).
 ROW_GROUP_ROWS = 131_072
+# ... and at most this many bytes (Arrow, uncompressed): rows differ in size by table. A dlq row
+# (raw line, reasons, reason) is ~480 bytes against ~290 for an access event, and a 20M-line day
+# has 200,000 of them: 131,072 buffered dlq rows held ~63 MB until their first flush, which made
+# the peak RSS of a 10x day follow its size (a 2M-line day never fills one group). At 16 MiB an
+# events group is ~55k rows, a dlq one ~35k (peak RSS of a 10x day 700 -> 602 MB, 2026-12-03).
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 # Rows per data file: a 2M-line day is a few files, a 20M-line day a few dozen of ~30-60 MB.
 FILE_ROWS = 1_048_576
 COMPRESSION = "zstd"
@@ -90,6 +96,7 @@ class DayFileWriter:
         name_prefix: str,
         *,
         row_group_rows: int = ROW_GROUP_ROWS,
+        row_group_bytes: int = ROW_GROUP_BYTES,
         file_rows: int = FILE_ROWS,
     ) -> None:
         self.filesystem = filesystem
@@ -100,10 +107,12 @@ class DayFileWriter:
         self.directory = f"{PARTITION_COLUMN}={day.isoformat()}"
         self.name_prefix = name_prefix
         self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
         self.file_rows = file_rows
         self.rows = 0
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._current: _OpenFile | None = None
         self._finished: list[AddAction] = []
         self._written: list[str] = []
@@ -117,9 +126,12 @@ class DayFileWriter:
         table = table.select(self.file_schema.names).cast(self.file_schema)
         self._pending.extend(table.to_batches())
         self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
         self.rows += table.num_rows
-        while self._pending_rows >= self.row_group_rows:
-            self._flush(self.row_group_rows)
+        while self._pending_rows >= self.row_group_rows or (
+            self._pending_rows and self._pending_bytes >= self.row_group_bytes
+        ):
+            self._flush(min(self._pending_rows, self.row_group_rows))
 
     def finish(self) -> list[AddAction]:
         """Write what is buffered, close the files; the actions that add them to the table."""
@@ -151,6 +163,7 @@ class DayFileWriter:
         group, rest = table.slice(0, rows), table.slice(rows)
         self._pending = rest.to_batches()
         self._pending_rows = rest.num_rows
+        self._pending_bytes = rest.nbytes
         current = self._current or self._open()
         current.writer.write_table(group, row_group_size=rows)
         current.rows += group.num_rows
