@@ -292,6 +292,9 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
         "kinds": {"delta", "duckdb"},
         "code_version": version,
         "skippable": True,
+        # Declared per source in the sources file (catalog only).
+        "owners": spec.owners,
+        "tags": spec.tags,
     }
     specs = [
         AssetSpec(
