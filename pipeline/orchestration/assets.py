@@ -54,7 +54,7 @@ from pipeline.orchestration.metadata import (
     volume_evaluation,
 )
 from pipeline.orchestration.observability import report_attempt
-from pipeline.orchestration.operations import DEFAULT_POOL_LIMIT, LAKE_WRITERS_POOL, is_paused
+from pipeline.orchestration.operations import DEFAULT_POOL_LIMIT, LAKE_WRITERS_POOL, is_paused, list_pool
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
@@ -361,6 +361,12 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             config.sleep_between_batches_s,
             "" if reload else " (metrics only: recomputed from the loaded events)",
         )
+        if list_pool(context.instance):
+            context.log.info(
+                "pool %r recorded with its default limit %d: it is listed on UI > Deployment > Concurrency",
+                LAKE_WRITERS_POOL,
+                context.instance.global_op_concurrency_default_limit,
+            )
         landing, output, lake = pipeline.landing(), pipeline.output(), pipeline.lake()
         run = RunInfo(
             run_id=context.run_id,

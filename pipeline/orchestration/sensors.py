@@ -70,6 +70,7 @@ from pipeline.orchestration.operations import (
     OperationsSettings,
     day_tags,
     is_paused,
+    list_pool,
     pool_limit,
     set_pool_limit,
 )
@@ -459,6 +460,8 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
     )
     def backfill_guard(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
         instance = context.instance
+        # The guard's switch is listed in the UI from the daemon's first tick, before any run.
+        list_pool(instance)
         lake = pipeline.lake()
         states = _load_guard_cursor(context.cursor)
         active = instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)
