@@ -42,6 +42,16 @@ SAMPLES_SCHEMA = TableSchema(
         TableColumn("raw_line", "string"),
     ]
 )
+BLOCKED_DAYS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("day", "string"),
+        TableColumn("quarantined", "string", description="share of the day's rows, percent"),
+        TableColumn("rows_read", "int"),
+        TableColumn("rows_quarantined", "int"),
+        TableColumn("top_rule", "string", description="field: check failed by the most rows"),
+        TableColumn("missing_hours", "string"),
+    ]
+)
 _COLUMN_TYPES = {"string": "string", "integer": "int", "float": "float", "timestamp": "timestamp"}
 
 QUARANTINE_RATE_CHECK = "quarantine_rate"
@@ -50,10 +60,11 @@ VOLUME_NORMAL_CHECK = "volume_normal"
 CODE_VERSION_TAG = "dagster/code_version"
 
 
-def _location(location: str | None) -> MetadataValue:
-    if location and location.startswith("s3://"):
-        return MetadataValue.url(location)
-    return MetadataValue.path(location or "")
+def location(url: str | None) -> MetadataValue:
+    """An object-store location: a URL in S3 mode, a path locally."""
+    if url and url.startswith("s3://"):
+        return MetadataValue.url(url)
+    return MetadataValue.path(url or "")
 
 
 def rules_table(record: LoadRecord) -> MetadataValue:
@@ -81,6 +92,26 @@ def samples_table(record: LoadRecord) -> MetadataValue:
         for sample in record.sample_quarantined
     ]
     return MetadataValue.table(records, schema=SAMPLES_SCHEMA)
+
+
+def blocked_days_table(records: list[LoadRecord]) -> MetadataValue:
+    """Days over their error budget with their figures, as a table."""
+    rows = []
+    for record in records:
+        top = next(iter(record.failed_checks.items()), None)
+        rows.append(
+            TableRecord(
+                {
+                    "day": record.partition_date,
+                    "quarantined": f"{record.quarantine_rate:.2%}",
+                    "rows_read": record.rows_read,
+                    "rows_quarantined": record.rows_quarantined,
+                    "top_rule": f"{top[0]} ({top[1]:,})" if top else "-",
+                    "missing_hours": missing_hours_text(record),
+                }
+            )
+        )
+    return MetadataValue.table(rows, schema=BLOCKED_DAYS_SCHEMA)
 
 
 def verdict(record: LoadRecord) -> str:
@@ -187,7 +218,7 @@ def events_metadata(record: LoadRecord) -> dict[str, Any]:
         "missing_hours": missing_hours_text(record),
         "missing_hours_count": len(record.missing_hours),
         "duration_s": MetadataValue.float(record.duration_s),
-        "manifest": _location(record.manifest),
+        "manifest": location(record.manifest),
         "landing_fingerprint": record.landing_fingerprint or "",
         "definition_version": record.definition_version,
         "attempt": record.attempt,
@@ -204,7 +235,7 @@ def dlq_metadata(record: LoadRecord) -> dict[str, Any]:
         "failed_checks": MetadataValue.json(record.failed_checks),
         "quarantined_by_rule": rules_table(record),
         "sample_quarantined": samples_table(record),
-        "manifest": _location(record.manifest),
+        "manifest": location(record.manifest),
         "definition_version": record.definition_version,
         "lake_version": record.dlq_version if record.dlq_version is not None else -1,
     }
