@@ -453,3 +453,43 @@ def test_a_transient_day_failure_is_retried_and_says_so(retries_left: int, next_
     )
     assert failure.metadata["retryable"].value is True
     assert failure.metadata["earlier_days_loaded"].value == 3
+
+
+def test_rerun_over_budget_marks_the_days_metrics_removed(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """The runbook's UI path re-runs `S/events` + `S/dlq` only: when the re-delivered day is over
+    budget its metrics row is removed, and `S/daily_metrics` of that day says so (an observation
+    newer than the materialization of the replaced load), never only the old figures."""
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=50, bad_line_rate=0.002)
+    defs = pipeline_env.definitions()
+    first = materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
+    assert sorted(materializations(first, "access/daily_metrics")) == ["2024-01-15"]
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=50, bad_line_rate=0.05)
+    second = materialize_range(
+        defs, instance, "2024-01-15", selection=["access/events", "access/dlq"], raise_on_error=False
+    )
+    assert not second.success
+    assert pipeline_env.query("SELECT count(*) FROM access.daily_metrics") == [(0,)]
+    assert materializations(second, "access/daily_metrics") == {}
+    (observation,) = [
+        event.asset_observation_data.asset_observation
+        for event in second.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert (observation.asset_key, observation.partition) == (AssetKey(["access", "daily_metrics"]), "2024-01-15")
+    metadata = {name: value.value for name, value in observation.metadata.items()}
+    (attempt,) = [row for row in pipeline_env.attempts("access", "2024-01-15") if row["run_id"] == second.run_id]
+    assert (metadata["day"], metadata["status"], metadata["rows"], metadata["from_run"]) == (
+        "2024-01-15",
+        "removed",
+        0,
+        second.run_id,
+    )
+    assert metadata["reason"].startswith(
+        f"2024-01-15: metrics row removed by run `{second.run_id}`: the day's events are over the error budget "
+        f"({attempt['quarantine_rate']:.2%} quarantined > 1.00%)."
+    )
+    key = AssetKey(["access", "daily_metrics"])
+    latest_observation = instance.fetch_observations(key, limit=1).records[0]
+    latest_materialization = instance.fetch_materializations(key, limit=1).records[0]
+    assert latest_observation.partition_key == "2024-01-15" and latest_observation.run_id == second.run_id
+    assert latest_observation.storage_id > latest_materialization.storage_id

@@ -53,6 +53,7 @@ from pipeline.orchestration.metadata import (
     location,
     materializations,
     metrics_metadata,
+    metrics_removed,
     volume_evaluation,
 )
 from pipeline.orchestration.observability import report_attempt
@@ -504,6 +505,8 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
                 yield from materializations(
                     record, result.metrics, events=events_key(spec), dlq=dlq_key(spec), metrics=metrics_key(spec)
                 )
+                if not record.within_error_budget and record.status != "failed":
+                    yield metrics_removed(record, metrics_key(spec))
                 yield from check_evaluations(record, events_key(spec))
                 yield volume_evaluation(volume_verdict(spec, lake.tables(spec), record), events_key(spec))
                 report_attempt(record, lake.tables(spec), context.run.job_name, context.log)

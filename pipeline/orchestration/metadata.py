@@ -15,6 +15,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
@@ -294,6 +295,29 @@ def materializations(
             AssetMaterialization(metrics, partition=day, metadata=metrics_metadata(record, figures), tags=tags)
         )
     return result
+
+
+def metrics_removed(record: LoadRecord, metrics: AssetKey) -> AssetObservation:
+    """What a day over its error budget says on its `S/daily_metrics` partition: its metrics row
+    was removed with the load (so the partition's earlier materialization, whose figures
+    described the replaced events, is not the last word on the day)."""
+    return AssetObservation(
+        metrics,
+        partition=record.partition_date,
+        metadata={
+            "day": record.partition_date,
+            "status": "removed",
+            "rows": 0,
+            "reason": MetadataValue.md(
+                f"{record.partition_date}: metrics row removed by run `{record.run_id}`: the day's events are over "
+                f"the error budget ({record.quarantine_rate:.2%} quarantined > {record.error_budget:.2%}). Any "
+                "earlier materialization of this partition describes events that were replaced. Fix the source or "
+                "its definition and re-run the day (runbook, *Reading the DLQ*)."
+            ),
+            "from_run": record.run_id,
+        },
+        tags={CODE_VERSION_TAG: record.definition_version},
+    )
 
 
 def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEvaluation]:
