@@ -100,3 +100,51 @@ def test_owners_and_tags_dagster_would_refuse_are_refused_when_read(
         load_sources(path)
     assert str(caught.value).startswith(f"{path}: source 'web' is invalid: ")
     assert message in str(caught.value)
+
+
+def test_dlq_and_daily_metrics_have_column_schemas_and_the_metrics_column_lineage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    specs = specs_by_key(monkeypatch)
+    dlq = specs[AssetKey(["access", "dlq"])].metadata["dagster/column_schema"]
+    assert [(column.name, column.type, column.constraints.nullable) for column in dlq.columns] == [
+        ("partition_date", "date", False),
+        ("source_file", "string", False),
+        ("line_number", "int", False),
+        ("raw_line", "string", False),
+        ("raw_bytes", "binary", True),
+        ("reasons", "list<struct<field: string, check: string, value: string>>", False),
+        ("reason", "string", False),
+        ("run_id", "string", False),
+        ("quarantined_at", "timestamp", False),
+    ]
+    metrics = specs[AssetKey(["access", "daily_metrics"])]
+    columns = {column.name: column for column in metrics.metadata["dagster/column_schema"].columns}
+    assert list(columns) == ["partition_date", *configured_sources()["access"].daily_metrics, "run_id"]
+    assert (columns["requests"].type, columns["requests"].description) == ("int", "count(*)")
+    assert (columns["first_event_at"].type, columns["server_error_share"].type) == ("timestamp", "float")
+    events = AssetKey(["access", "events"])
+    lineage = {
+        metric: [(dep.asset_key, dep.column_name) for dep in deps]
+        for metric, deps in metrics.metadata["dagster/column_lineage"].deps_by_column.items()
+    }
+    # `count(*)` reads no column; the others read exactly what their SQL names.
+    assert lineage == {
+        **{name: [(events, "status")] for name in ("status_2xx", "status_3xx", "status_4xx", "status_5xx")},
+        "server_error_share": [(events, "status")],
+        "bytes_sent": [(events, "bytes")],
+        "distinct_clients": [(events, "client")],
+        "first_event_at": [(events, "timestamp")],
+        "last_event_at": [(events, "timestamp")],
+    }
+
+
+def test_a_column_named_only_in_a_string_is_not_lineage() -> None:
+    from pipeline.sources.metrics import metric_columns
+
+    reads = metric_columns(
+        "timestamp",
+        {"level": "string", "status": "integer"},
+        {"errors": "count(*) FILTER (WHERE level = 'status')", "both": "sum(status) + count(DISTINCT level)"},
+    )
+    assert reads == {"errors": ["level"], "both": ["level", "status"]}

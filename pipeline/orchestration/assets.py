@@ -50,8 +50,11 @@ from pipeline.orchestration.metadata import (
     blocked_days_table,
     check_evaluations,
     column_schema,
+    dlq_column_schema,
     location,
     materializations,
+    metrics_column_lineage,
+    metrics_column_schema,
     metrics_metadata,
     metrics_removed,
     volume_evaluation,
@@ -371,7 +374,7 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             dlq_key(spec),
             description=f"Quarantined lines of `{spec.name}` with the raw line and every failed check. "
             f"Delta table `{spec.name}/dlq`; query it as `{spec.name}.dlq`.",
-            metadata={"dagster/table_name": f"{spec.name}.dlq"},
+            metadata={"dagster/column_schema": dlq_column_schema(), "dagster/table_name": f"{spec.name}.dlq"},
             **common,
         ),
         AssetSpec(
@@ -380,7 +383,11 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             description=f"Daily figures of `{spec.name}` for on-call: {', '.join(spec.daily_metrics)}. One row per "
             "day within its error budget (a day over it has none). Delta table "
             f"`{spec.name}/daily_metrics`; query it as `{spec.name}.daily_metrics`.",
-            metadata={"dagster/table_name": f"{spec.name}.daily_metrics"},
+            metadata={
+                "dagster/column_schema": metrics_column_schema(spec),
+                "dagster/column_lineage": metrics_column_lineage(spec, events_key(spec)),
+                "dagster/table_name": f"{spec.name}.daily_metrics",
+            },
             **common,
         ),
     ]

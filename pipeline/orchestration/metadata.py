@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pyarrow as pa
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
@@ -19,13 +20,17 @@ from dagster import (
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
+    TableColumnDep,
+    TableColumnLineage,
     TableRecord,
     TableSchema,
 )
 
 from pipeline.engine.completeness import format_hours
 from pipeline.engine.lake.loads import LoadRecord
+from pipeline.engine.lake.schemas import DLQ_SCHEMA, metrics_schema
 from pipeline.engine.volume import VolumeVerdict
+from pipeline.sources.metrics import metric_columns
 from pipeline.sources.spec import SourceSpec
 
 RULES_SCHEMA = TableSchema(
@@ -189,6 +194,86 @@ def column_schema(spec: SourceSpec) -> TableSchema:
         )
     columns.append(TableColumn("run_id", "string", description="the load the day's rows come from"))
     return TableSchema(columns=columns)
+
+
+DLQ_COLUMNS = {
+    "partition_date": "the data date (UTC day)",
+    "source_file": "landing key of the file",
+    "line_number": "first line of the record",
+    "raw_line": "the record without its line terminators (bytes that are not UTF-8 as \\xNN)",
+    "raw_bytes": "the exact bytes, only when they are not valid UTF-8",
+    "reasons": "every failed check: {field, check, value}",
+    "reason": "the failed checks as text",
+    "run_id": "the load that quarantined the row",
+    "quarantined_at": "when that load quarantined it",
+}
+
+
+def _arrow_type(kind: pa.DataType) -> str:
+    if pa.types.is_date(kind):
+        return "date"
+    if pa.types.is_timestamp(kind):
+        return "timestamp"
+    if pa.types.is_integer(kind):
+        return "int"
+    if pa.types.is_floating(kind):
+        return "float"
+    if pa.types.is_decimal(kind):
+        return f"decimal({kind.precision},{kind.scale})"
+    if pa.types.is_boolean(kind):
+        return "bool"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "binary"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"list<{_arrow_type(kind.value_type)}>"
+    if pa.types.is_map(kind):
+        return f"map<{_arrow_type(kind.key_type)}, {_arrow_type(kind.item_type)}>"
+    if pa.types.is_struct(kind):
+        return "struct<" + ", ".join(f"{field.name}: {_arrow_type(field.type)}" for field in kind) + ">"
+    return str(kind)
+
+
+def _table_schema(schema: pa.Schema, descriptions: dict[str, str]) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(
+                field.name,
+                _arrow_type(field.type),
+                description=descriptions.get(field.name),
+                constraints=TableColumnConstraints(nullable=field.nullable),
+            )
+            for field in schema
+        ]
+    )
+
+
+def dlq_column_schema() -> TableSchema:
+    """`dagster/column_schema` of `S/dlq` (the same for every source)."""
+    return _table_schema(DLQ_SCHEMA, DLQ_COLUMNS)
+
+
+def metrics_column_schema(spec: SourceSpec) -> TableSchema:
+    """`dagster/column_schema` of `S/daily_metrics`: each metric typed as DuckDB computes it, its
+    SQL as its description."""
+    descriptions = {"partition_date": "the data date (UTC day)", "run_id": "the load whose events they describe"}
+    return _table_schema(metrics_schema(spec), descriptions | dict(spec.daily_metrics))
+
+
+def metrics_column_lineage(spec: SourceSpec, events: AssetKey) -> TableColumnLineage:
+    """`dagster/column_lineage` of `S/daily_metrics`: the events columns each metric reads
+    (`count(*)` and the like read none and are left out)."""
+    reads = metric_columns(
+        spec.timestamp.field, {name: field.type for name, field in spec.fields.items()}, spec.daily_metrics
+    )
+    return TableColumnLineage(
+        deps_by_column={
+            metric: [TableColumnDep(asset_key=events, column_name=column) for column in columns]
+            for metric, columns in reads.items()
+            if columns
+        }
+    )
 
 
 def missing_hours_text(record: LoadRecord) -> str:
