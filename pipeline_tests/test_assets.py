@@ -236,9 +236,18 @@ def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, i
     assert not check.passed
     rate = check.metadata["quarantine_rate"].value
     assert rate > 0.01
-    failed_checks = check.metadata["failed_checks"].value
+    failed_checks = pipeline_env.manifest("access", "2024-01-15")["failed_checks"]
     assert sum(failed_checks.values()) >= pipeline_env.manifest("access", "2024-01-15")["rows_quarantined"]
-    assert len(check.metadata["sample_quarantined"].value) == 5
+    # Tables, not JSON: the count per rule and five sample rows (file, line, reason, raw line) of this day.
+    assert [record.data for record in check.metadata["failed_checks"].value.records] == [
+        {"rule": rule, "rows": rows, "share": f"{rows / check.metadata['rows_read'].value:.2%}"}
+        for rule, rows in failed_checks.items()
+    ]
+    samples = check.metadata["sample_quarantined"].value
+    assert [column.name for column in samples.schema.columns] == ["file", "line", "reason", "raw_line"]
+    assert len(samples.records) == 5
+    assert all(record.data["file"].startswith("access/dt=2024-01-15/hour=") for record in samples.records)
+    assert not [name for name, value in check.metadata.items() if type(value).__name__ == "JsonMetadataValue"]
     assert materializations(result, "access/daily_metrics") == {}
     # The rows are still loaded and quarantined: the check stops what is built on them.
     assert materializations(result, "access/events")["2024-01-15"]["rows_quarantined"] > 0
@@ -247,7 +256,7 @@ def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, i
     verdict = materializations(result, "access/events")["2024-01-15"]["verdict"]
     assert verdict.startswith(f"✗ {rate:.2%} quarantined > 1.00% budget; top rule `")
     assert "daily_metrics blocked" in verdict and "runbook, *Reading the DLQ*" in verdict
-    by_rule = materializations(result, "access/dlq")["2024-01-15"]["quarantined_by_rule"]
+    by_rule = materializations(result, "access/dlq")["2024-01-15"]["failed_checks"]
     assert sum(record.data["rows"] for record in by_rule.records) == sum(failed_checks.values())
     assert [column.name for column in by_rule.schema.columns] == ["rule", "rows", "share"]
     (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]

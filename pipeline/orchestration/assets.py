@@ -296,7 +296,7 @@ def blocked_failure(spec: SourceSpec, blocked: list[LoadRecord], total: int) -> 
         f"'{blocked[0].partition_date}' GROUP BY 1 ORDER BY 2 DESC\""
     )
     next_step = (
-        f"read the DLQ of those days (`{query}`, or the quarantined_by_rule and sample_quarantined tables of "
+        f"read the DLQ of those days (`{query}`, or the failed_checks and sample_quarantined tables of "
         f"{spec.name}/dlq for the day), fix the source or its definition, then re-run the days (runbook, *Reading "
         "the DLQ*)"
     )

@@ -48,6 +48,12 @@ SAMPLES_SCHEMA = TableSchema(
         TableColumn("raw_line", "string"),
     ]
 )
+VOLUME_SAMPLE_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("day", "string", description="the same weekday, a week apart"),
+        TableColumn("rows", "int", description="rows loaded"),
+    ]
+)
 BLOCKED_DAYS_SCHEMA = TableSchema(
     columns=[
         TableColumn("day", "string"),
@@ -318,8 +324,7 @@ def dlq_metadata(record: LoadRecord) -> dict[str, Any]:
         "dagster/row_count": record.rows_quarantined,
         "rows_quarantined": record.rows_quarantined,
         "day": record.partition_date,
-        "failed_checks": MetadataValue.json(record.failed_checks),
-        "quarantined_by_rule": rules_table(record),
+        "failed_checks": rules_table(record),
         "sample_quarantined": samples_table(record),
         "manifest": location(record.manifest),
         "definition_version": record.definition_version,
@@ -430,10 +435,8 @@ def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEv
                 "error_budget": MetadataValue.float(record.error_budget),
                 "rows_read": record.rows_read,
                 "rows_quarantined": record.rows_quarantined,
-                "failed_checks": MetadataValue.json(record.failed_checks),
-                "quarantined_by_rule": rules_table(record),
-                "sample_quarantined": MetadataValue.json(record.sample_quarantined),
-                "sample_table": samples_table(record),
+                "failed_checks": rules_table(record),
+                "sample_quarantined": samples_table(record),
                 "verdict": MetadataValue.md(verdict(record)),
             },
         ),
@@ -461,8 +464,12 @@ def volume_evaluation(verdict: VolumeVerdict, events: AssetKey) -> AssetCheckEva
     """`volume_normal` of one day: its rows against the same weekday's median (seed 004: a green
     run that loaded a fraction of the usual volume must not look fine)."""
     metadata = {name: value for name, value in verdict.metadata().items() if value is not None}
-    metadata["sample"] = MetadataValue.json(metadata.get("sample", {}))
-    metadata["ratio_band"] = MetadataValue.json(metadata.get("ratio_band", []))
+    metadata["sample"] = MetadataValue.table(
+        [TableRecord({"day": day.isoformat(), "rows": rows}) for day, rows in verdict.sample],
+        schema=VOLUME_SAMPLE_SCHEMA,
+    )
+    low, high = verdict.ratio_band
+    metadata["ratio_band"] = f"{low:g}x-{high:g}x the median"
     if verdict.ratio is not None:
         metadata["ratio"] = MetadataValue.float(round(verdict.ratio, 4))
     if verdict.median is not None:
