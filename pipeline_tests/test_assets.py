@@ -68,6 +68,7 @@ def test_week_loads_exact_counts_and_metadata(pipeline_env: PipelineEnv, instanc
         metrics = materializations(result, f"{partition.source}/daily_metrics")[key]
         assert metrics["dagster/row_count"] == 1
         assert metrics["day"] == key
+        assert metrics["events_rows"] == expected_loaded
         # The day's audit row says the same.
         (attempt,) = pipeline_env.attempts(partition.source, key)
         assert (attempt["status"], attempt["rows_loaded"], attempt["rows_quarantined"]) == (

@@ -84,6 +84,7 @@ def test_metrics_metadata_names_its_day_and_types_its_values() -> None:
     )
     assert metadata["day"] == "2024-01-17"
     assert metadata["dagster/row_count"] == 1
+    assert metadata["events_rows"] == 2037
     assert metadata["requests"] == MetadataValue.int(2037)
     assert metadata["server_error_share"] == MetadataValue.float(0.0123)
     assert metadata["first_event_at"] == MetadataValue.timestamp(first)

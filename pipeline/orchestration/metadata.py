@@ -333,11 +333,14 @@ def dlq_metadata(record: LoadRecord) -> dict[str, Any]:
 
 
 def metrics_metadata(record: LoadRecord, figures: dict[str, Any]) -> dict[str, Any]:
-    """Materialization metadata of one `S/daily_metrics` partition: its row count, the day and
-    the run whose events the figures describe, and one entry per metric."""
+    """Materialization metadata of one `S/daily_metrics` partition: its row count (the table's
+    rows for the day: 1, or 0 for a day without events), the day, how many events rows the
+    figures describe and the run they come from, and one entry per metric."""
     metadata: dict[str, Any] = {
         "dagster/row_count": record.metrics_rows,
         "day": record.partition_date,
+        # What the one row stands for: the day's events it was computed from.
+        "events_rows": record.rows_loaded,
         "from_run": record.run_id,
     }
     for name, value in figures.items():
