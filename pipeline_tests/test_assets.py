@@ -68,6 +68,7 @@ def test_week_loads_exact_counts_and_metadata(pipeline_env: PipelineEnv, instanc
         metrics = materializations(result, f"{partition.source}/daily_metrics")[key]
         assert metrics["dagster/row_count"] == 1
         assert metrics["day"] == key
+        assert metrics["events_rows"] == expected_loaded
         # The day's audit row says the same.
         (attempt,) = pipeline_env.attempts(partition.source, key)
         assert (attempt["status"], attempt["rows_loaded"], attempt["rows_quarantined"]) == (
@@ -236,9 +237,18 @@ def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, i
     assert not check.passed
     rate = check.metadata["quarantine_rate"].value
     assert rate > 0.01
-    failed_checks = check.metadata["failed_checks"].value
+    failed_checks = pipeline_env.manifest("access", "2024-01-15")["failed_checks"]
     assert sum(failed_checks.values()) >= pipeline_env.manifest("access", "2024-01-15")["rows_quarantined"]
-    assert len(check.metadata["sample_quarantined"].value) == 5
+    # Tables, not JSON: the count per rule and five sample rows (file, line, reason, raw line) of this day.
+    assert [record.data for record in check.metadata["failed_checks"].value.records] == [
+        {"rule": rule, "rows": rows, "share": f"{rows / check.metadata['rows_read'].value:.2%}"}
+        for rule, rows in failed_checks.items()
+    ]
+    samples = check.metadata["sample_quarantined"].value
+    assert [column.name for column in samples.schema.columns] == ["file", "line", "reason", "raw_line"]
+    assert len(samples.records) == 5
+    assert all(record.data["file"].startswith("access/dt=2024-01-15/hour=") for record in samples.records)
+    assert not [name for name, value in check.metadata.items() if type(value).__name__ == "JsonMetadataValue"]
     assert materializations(result, "access/daily_metrics") == {}
     # The rows are still loaded and quarantined: the check stops what is built on them.
     assert materializations(result, "access/events")["2024-01-15"]["rows_quarantined"] > 0
@@ -247,13 +257,29 @@ def test_day_over_error_budget_blocks_daily_metrics(pipeline_env: PipelineEnv, i
     verdict = materializations(result, "access/events")["2024-01-15"]["verdict"]
     assert verdict.startswith(f"✗ {rate:.2%} quarantined > 1.00% budget; top rule `")
     assert "daily_metrics blocked" in verdict and "runbook, *Reading the DLQ*" in verdict
-    by_rule = materializations(result, "access/dlq")["2024-01-15"]["quarantined_by_rule"]
+    by_rule = materializations(result, "access/dlq")["2024-01-15"]["failed_checks"]
     assert sum(record.data["rows"] for record in by_rule.records) == sum(failed_checks.values())
     assert [column.name for column in by_rule.schema.columns] == ["rule", "rows", "share"]
     (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     description = failure.step_failure_data.user_failure_data.description
     assert description.startswith("1 of 1 day(s) of access above the 1.00% error budget: 2024-01-15 (")
-    assert failure.step_failure_data.user_failure_data.metadata["days_over_budget"].value == ["2024-01-15"]
+    assert "Check `quarantine_rate` failed for them" in description
+    assert description.endswith("then re-run the days (runbook, *Reading the DLQ*).")
+    metadata = {name: value.value for name, value in failure.step_failure_data.user_failure_data.metadata.items()}
+    assert metadata["check"] == "quarantine_rate"
+    assert metadata["days_over_budget"] == f"2024-01-15 ({rate:.2%})"
+    assert metadata["error_budget"] == 0.01
+    (row,) = [record.data for record in metadata["days"].records]
+    top_rule, top_rows = next(iter(failed_checks.items()))
+    assert row == {
+        "day": "2024-01-15",
+        "quarantined": f"{rate:.2%}",
+        "rows_read": check.metadata["rows_read"].value,
+        "rows_quarantined": check.metadata["rows_quarantined"].value,
+        "top_rule": f"{top_rule} ({top_rows:,})",
+        "missing_hours": "none",
+    }
+    assert metadata["next_step"].startswith("read the DLQ of those days (`pipeline query")
 
 
 def test_a_bad_day_blocks_only_its_own_metrics(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
@@ -316,6 +342,33 @@ def test_failure_writes_a_failed_manifest_and_changes_nothing(
     assert (first["status"], second["status"], second["attempt"]) == ("loaded", "failed", 2)
     assert "disk on fire" in second["error_traceback"]
     assert second["rows_loaded"] == 0
+    # The step fails with a sentence and the day's figures, not a bare traceback; the error,
+    # with its traceback, stays attached as the cause (a code error keeps its stack).
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    data = failure.step_failure_data
+    assert data.error.cls_name == "DayFailed"
+    assert data.error.cause is not None and data.error.cause.cls_name == "OSError"
+    assert data.user_failure_data.description == (
+        "access 2024-01-15 failed: OSError: disk on fire. Nothing of 2024-01-15 changed (its tables keep the last "
+        "complete load); 0 earlier day(s) of this run are loaded and stay materialized. Next: fix the cause named "
+        "above (its traceback is in the run's log and in `pipeline history --source access --day 2024-01-15`), then "
+        "re-run the day (runbook, *Re-running failed partitions*); a re-run resumes at 2024-01-15."
+    )
+    metadata = {name: value.value for name, value in data.user_failure_data.metadata.items()}
+    assert metadata == {
+        "day": "2024-01-15",
+        "source": "access",
+        "error": "OSError: disk on fire",
+        "retryable": False,
+        "earlier_days_loaded": 0,
+        "next_step": metadata["next_step"],
+        "attempt": 2,
+        "lines_read_before_failure": second["lines_read"],
+        "files": second["files"],
+        "manifest": str(pipeline_env.output / "manifests" / "access" / "2024-01-15.json"),
+    }
+    # Not retried: an unknown error is not transient.
+    assert [event.event_type_value for event in result.all_events].count("STEP_UP_FOR_RETRY") == 0
 
 
 def test_range_run_records_each_days_own_metadata(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
@@ -379,3 +432,74 @@ def test_each_day_is_listed_once_and_loaded_as_listed(
     late.unlink()
     as_loaded = landing_state_module.landing_state(LocalObjectStore(pipeline_env.landing), "access", DAYS[1])
     assert recorded == as_loaded.fingerprint != now.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("retries_left", "next_step"),
+    [
+        (
+            2,
+            "nothing yet: the error is transient, the step is retried automatically (2 retry(ies) left) and resumes "
+            "at 2024-01-15",
+        ),
+        (
+            0,
+            "the error is transient but the step's retries are spent: re-run the day once the store is reachable "
+            "(runbook, *Re-running failed partitions*); a re-run resumes at 2024-01-15",
+        ),
+    ],
+)
+def test_a_transient_day_failure_is_retried_and_says_so(retries_left: int, next_step: str) -> None:
+    from pipeline.orchestration.assets import DayFailed
+    from pipeline.sources import configured_sources
+
+    failure = DayFailed(
+        configured_sources()["access"], DAYS[0], 3, ConnectionError("reset by peer"), None, retries_left=retries_left
+    )
+    assert failure.allow_retries is True
+    assert failure.description == (
+        "access 2024-01-15 failed: ConnectionError: reset by peer. Nothing of 2024-01-15 changed (its tables keep the "
+        f"last complete load); 3 earlier day(s) of this run are loaded and stay materialized. Next: {next_step}."
+    )
+    assert failure.metadata["retryable"].value is True
+    assert failure.metadata["earlier_days_loaded"].value == 3
+
+
+def test_rerun_over_budget_marks_the_days_metrics_removed(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
+    """The runbook's UI path re-runs `S/events` + `S/dlq` only: when the re-delivered day is over
+    budget its metrics row is removed, and `S/daily_metrics` of that day says so (an observation
+    newer than the materialization of the replaced load), never only the old figures."""
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=50, bad_line_rate=0.002)
+    defs = pipeline_env.definitions()
+    first = materialize_range(defs, instance, "2024-01-15", selection=["access/events", "access/dlq"])
+    assert sorted(materializations(first, "access/daily_metrics")) == ["2024-01-15"]
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=50, bad_line_rate=0.05)
+    second = materialize_range(
+        defs, instance, "2024-01-15", selection=["access/events", "access/dlq"], raise_on_error=False
+    )
+    assert not second.success
+    assert pipeline_env.query("SELECT count(*) FROM access.daily_metrics") == [(0,)]
+    assert materializations(second, "access/daily_metrics") == {}
+    (observation,) = [
+        event.asset_observation_data.asset_observation
+        for event in second.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert (observation.asset_key, observation.partition) == (AssetKey(["access", "daily_metrics"]), "2024-01-15")
+    metadata = {name: value.value for name, value in observation.metadata.items()}
+    (attempt,) = [row for row in pipeline_env.attempts("access", "2024-01-15") if row["run_id"] == second.run_id]
+    assert (metadata["day"], metadata["status"], metadata["rows"], metadata["from_run"]) == (
+        "2024-01-15",
+        "removed",
+        0,
+        second.run_id,
+    )
+    assert metadata["reason"].startswith(
+        f"2024-01-15: metrics row removed by run `{second.run_id}`: the day's events are over the error budget "
+        f"({attempt['quarantine_rate']:.2%} quarantined > 1.00%)."
+    )
+    key = AssetKey(["access", "daily_metrics"])
+    latest_observation = instance.fetch_observations(key, limit=1).records[0]
+    latest_materialization = instance.fetch_materializations(key, limit=1).records[0]
+    assert latest_observation.partition_key == "2024-01-15" and latest_observation.run_id == second.run_id
+    assert latest_observation.storage_id > latest_materialization.storage_id

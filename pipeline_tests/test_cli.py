@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline_tests.conftest import PROJECT_ROOT, PipelineEnv, day
@@ -71,16 +72,44 @@ def test_materialize_partition_and_range_from_the_cli(pipeline_env: PipelineEnv,
 
 
 def test_demo_command_prints_a_readable_summary(pipeline_env: PipelineEnv, dagster_home: Path) -> None:
-    """The README's first command: sample logs, a week of both sources, a summary per day."""
+    """The README's first command: sample logs for the week ending yesterday, both sources, a summary
+    per day; access yesterday is over its budget with a missing hour, so a newcomer sees a red day,
+    its failed check and its verdict, and every other day green."""
+    today = dt.datetime.now(dt.UTC).date()
     completed = run(sys.executable, "-m", "pipeline.cli.main", "demo", "--lines-per-hour", "20")
     out = completed.stdout
+    days = [(today - dt.timedelta(days=n)).isoformat() for n in range(7, 0, -1)]
+    yesterday = days[-1]
     assert "3/3 Summary (from the loads table):" in out
     day_lines = [line.split() for line in out.splitlines() if line.strip().startswith(("access ", "app "))]
-    assert len(day_lines) == 14
-    assert all(parts[2] == "loaded" for parts in day_lines), out
-    # The demo landing zone lacks hour 04 of the third access day, and the summary says so.
-    assert ["access", "2024-01-17"] == day_lines[2][:2] and day_lines[2][-1] == "04"
-    assert row_counts(dagster_home, ["app", "events"]).keys() == {f"2024-01-{n}" for n in range(15, 22)}
+    assert [parts[:3] for parts in day_lines] == [
+        [source, key, "loaded"] for source in ("access", "app") for key in days
+    ]
+    assert [parts[-1] for parts in day_lines] == ["none"] * 6 + ["13"] + ["none"] * 7, out
+    rates = {(parts[0], parts[1]): float(parts[-2].rstrip("%")) for parts in day_lines}
+    assert rates.pop(("access", yesterday)) > 1.0
+    assert all(rate <= 1.0 for rate in rates.values()), rates
+    assert f"As planned, access {yesterday} is over its 1.00% error budget" in out
+    assert row_counts(dagster_home, ["app", "events"]).keys() == set(days)
+    assert row_counts(dagster_home, ["access", "daily_metrics"]).keys() == set(days[:-1])
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        check = AssetCheckKey(AssetKey(["access", "events"]), "quarantine_rate")
+        history = instance.event_log_storage.get_asset_check_execution_history(check, limit=20)
+        assert {record.partition: record.status.value for record in history} == {
+            key: "FAILED" if key == yesterday else "SUCCEEDED" for key in days
+        }
+        verdict = instance.fetch_materializations(AssetKey(["access", "events"]), limit=1).records[0]
+        assert verdict.partition_key == yesterday
+        text = verdict.asset_materialization.metadata["verdict"].value
+        assert text.startswith("✗ ") and "> 1.00% budget; top rule `" in text and "; missing hour 13 — " in text
+        # No freshness check is judged against a historical week: none failed in the demo's run.
+        (demo_run,) = instance.get_runs()
+        evaluations = [
+            entry.dagster_event.event_specific_data
+            for entry in instance.all_logs(demo_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+        assert not [item for item in evaluations if item.check_name == "freshness_check" and not item.passed]
+        assert [item.passed for item in evaluations if item.check_name == "quarantine_rate"].count(False) == 1
 
 
 def test_invalid_partition_key_is_refused(pipeline_env: PipelineEnv, dagster_home: Path) -> None:

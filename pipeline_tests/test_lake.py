@@ -300,9 +300,10 @@ def test_a_later_failure_never_hides_the_days_that_were_loaded(
     )
     assert not result.success
     (failure,) = [event for event in result.all_events if event.is_step_failure]
-    text = str(failure.step_failure_data.error.message)
-    assert "app 2024-01-17 failed (2 earlier day(s) of this run were loaded and stay materialized; " in text
-    assert "a retry resumes at 2024-01-17): PermissionError: permission denied (simulated)" in text
+    text = failure.step_failure_data.user_failure_data.description
+    assert text.startswith("app 2024-01-17 failed: PermissionError: permission denied (simulated). Nothing of ")
+    assert "2 earlier day(s) of this run are loaded and stay materialized" in text
+    assert text.endswith("a re-run resumes at 2024-01-17.")
     materialized = {e.materialization.partition for e in result.get_asset_materialization_events()}
     assert materialized == {"2024-01-15", "2024-01-16"}
     assert instance.get_materialized_partitions(__import__("dagster").AssetKey(["app", "events"])) == {

@@ -42,8 +42,8 @@ def test_list_shows_each_source_and_its_file(tmp_path, monkeypatch, capsys):
     assert main(["sources", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["source", "format", "first_day", "budget", "fields", "defined", "in"]
-    assert lines[1].split() == ["access", "regex", "2015-01-01", "1.00%", "9", str(DEFAULT_SOURCES_FILE)]
-    assert lines[2].split() == ["app", "regex,", "multi-line", "2015-01-01", "1.00%", "3", str(DEFAULT_SOURCES_FILE)]
+    assert lines[1].split() == ["access", "regex", "2024-01-01", "1.00%", "9", str(DEFAULT_SOURCES_FILE)]
+    assert lines[2].split() == ["app", "regex,", "multi-line", "2024-01-01", "1.00%", "3", str(DEFAULT_SOURCES_FILE)]
     assert lines[3].split() == ["web", "json", "(preset", "json)", "2024-01-01", "1.00%", "2", str(extra)]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "SOURCES",
     "GeneratedPartition",
     "default_demo_days",
+    "generate_demo_landing_zone",
     "generate_landing_zone",
     "main",
 ]
@@ -560,10 +561,34 @@ def _app_chunks(
 # public API
 
 
-def default_demo_days() -> list[date]:
-    """The seven demo days, 2024-01-15 through 2024-01-21."""
-    first = date(2024, 1, 15)
-    return [first + timedelta(days=i) for i in range(7)]
+# What the demo's last day (yesterday) of `access` shows a newcomer: a day over its 1% error
+# budget (a failed `quarantine_rate` check, a verdict, blocked daily_metrics) with a missing hour.
+DEMO_OVER_BUDGET_RATE = 0.03
+DEMO_MISSING_HOUR = 13
+
+
+def default_demo_days(today: date) -> list[date]:
+    """The seven demo days: the week ending the day before `today` (yesterday, when the demo
+    command passes the UTC date of its clock; the pipeline's data logic never reads it)."""
+    return [today - timedelta(days=7 - i) for i in range(7)]
+
+
+def generate_demo_landing_zone(root: Path, days: Sequence[date], *, lines_per_hour: int) -> list[GeneratedPartition]:
+    """The demo's landing zone: both sources every day within budget with every hour, except the
+    last day of `access`: `DEMO_OVER_BUDGET_RATE` of its records malformed and hour
+    `DEMO_MISSING_HOUR` missing."""
+    *usual, last = days
+    partitions = generate_landing_zone(root, usual, lines_per_hour=lines_per_hour, missing_hours={})
+    partitions += generate_landing_zone(root, [last], sources=["app"], lines_per_hour=lines_per_hour, missing_hours={})
+    partitions += generate_landing_zone(
+        root,
+        [last],
+        sources=["access"],
+        lines_per_hour=lines_per_hour,
+        bad_line_rate=DEMO_OVER_BUDGET_RATE,
+        missing_hours={("access", last): {DEMO_MISSING_HOUR}},
+    )
+    return partitions
 
 
 def generate_landing_zone(
@@ -696,7 +721,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=None, help="landing root (default: PIPELINE_LANDING_URL or data/landing)"
     )
-    parser.add_argument("--start", type=_parse_date, default=default_demo_days()[0])
+    parser.add_argument(
+        "--start",
+        type=_parse_date,
+        default=default_demo_days(datetime.now(UTC).date())[0],
+        help="first day (default: a week before today, UTC)",
+    )
     parser.add_argument("--days", type=_bounded(int, 1, 3660), default=7)
     parser.add_argument("--lines-per-hour", type=_bounded(int, 0, 10**9), default=200)
     parser.add_argument("--bad-line-rate", type=_bounded(float, 0.0, 1.0), default=0.005)

@@ -47,17 +47,23 @@ from pipeline.orchestration.metadata import (
     HOURS_COMPLETE_CHECK,
     QUARANTINE_RATE_CHECK,
     VOLUME_NORMAL_CHECK,
+    blocked_days_table,
     check_evaluations,
     column_schema,
+    dlq_column_schema,
+    location,
     materializations,
+    metrics_column_lineage,
+    metrics_column_schema,
     metrics_metadata,
+    metrics_removed,
     volume_evaluation,
 )
 from pipeline.orchestration.observability import report_attempt
-from pipeline.orchestration.operations import DEFAULT_POOL_LIMIT, LAKE_WRITERS_POOL, is_paused
+from pipeline.orchestration.operations import DEFAULT_POOL_LIMIT, LAKE_WRITERS_POOL, is_paused, list_pool
 from pipeline.orchestration.partitions import daily_partitions, days_in_range
 from pipeline.orchestration.resources import PipelineResource
-from pipeline.orchestration.retries import INGEST_RETRY_POLICY, retry_transient_only
+from pipeline.orchestration.retries import INGEST_RETRY_POLICY, is_transient, retry_transient_only
 from pipeline.settings import env_number
 from pipeline.sources.spec import SourceSpec
 from pipeline.sources.version import definition_version
@@ -214,13 +220,62 @@ def _watched(check: Callable[[], None], report: Callable[[LoadRecord], None]) ->
     return on_progress
 
 
-class DayFailed(RuntimeError):
-    """A day of a range could not be loaded; the days before it are committed and materialized."""
+class DayFailed(Failure):
+    """A day of a range could not be loaded: the step fails with a sentence (which day, what
+    went wrong, what stays loaded, what to do) and the day's figures as metadata; the original
+    error, with its traceback, is its cause. The days before it are committed and materialized.
+    Retried by the step's retry policy only when the error is transient."""
 
-    def __init__(self, source: str, day: dt.date, loaded: int, error: BaseException) -> None:
+    def __init__(
+        self,
+        spec: SourceSpec,
+        day: dt.date,
+        loaded: int,
+        error: BaseException,
+        attempt: LoadRecord | None,
+        *,
+        retries_left: int,
+    ) -> None:
+        transient = is_transient(error)
+        reason = f"{type(error).__name__}: {error}"
+        if transient and retries_left > 0:
+            next_step = (
+                f"nothing yet: the error is transient, the step is retried automatically ({retries_left} retry(ies) "
+                f"left) and resumes at {day}"
+            )
+        elif transient:
+            next_step = (
+                "the error is transient but the step's retries are spent: re-run the day once the store is "
+                f"reachable (runbook, *Re-running failed partitions*); a re-run resumes at {day}"
+            )
+        else:
+            next_step = (
+                f"fix the cause named above (its traceback is in the run's log and in `pipeline history "
+                f"--source {spec.name} --day {day}`), then re-run the day (runbook, *Re-running failed "
+                f"partitions*); a re-run resumes at {day}"
+            )
+        metadata: dict[str, Any] = {
+            "day": day.isoformat(),
+            "source": spec.name,
+            "error": reason,
+            "retryable": MetadataValue.bool(transient),
+            "earlier_days_loaded": loaded,
+            "next_step": next_step,
+        }
+        if attempt is not None:
+            metadata |= {
+                "attempt": attempt.attempt,
+                "lines_read_before_failure": attempt.lines_read,
+                "files": attempt.files,
+                "manifest": location(attempt.manifest),
+            }
         super().__init__(
-            f"{source} {day} failed ({loaded} earlier day(s) of this run were loaded and stay materialized; a retry "
-            f"resumes at {day}): {type(error).__name__}: {error}"
+            description=(
+                f"{spec.name} {day} failed: {reason}. Nothing of {day} changed (its tables keep the last complete "
+                f"load); {loaded} earlier day(s) of this run are loaded and stay materialized. Next: {next_step}."
+            ),
+            metadata=metadata,
+            allow_retries=transient,
         )
 
 
@@ -233,19 +288,30 @@ def volume_verdict(spec: SourceSpec, tables: SourceTables, record: LoadRecord) -
 
 
 def blocked_failure(spec: SourceSpec, blocked: list[LoadRecord], total: int) -> Failure:
-    """The failure that ends a step whose range had days over their error budget."""
+    """The failure that ends a step whose range had days over their error budget: which days,
+    which check, their figures, the next step."""
     days = ", ".join(f"{record.partition_date} ({record.quarantine_rate:.2%})" for record in blocked)
+    query = (
+        f'pipeline query "SELECT reason, count(*) FROM {spec.name}.dlq WHERE partition_date = '
+        f"'{blocked[0].partition_date}' GROUP BY 1 ORDER BY 2 DESC\""
+    )
+    next_step = (
+        f"read the DLQ of those days (`{query}`, or the failed_checks and sample_quarantined tables of "
+        f"{spec.name}/dlq for the day), fix the source or its definition, then re-run the days (runbook, *Reading "
+        "the DLQ*)"
+    )
     return Failure(
         description=(
             f"{len(blocked)} of {total} day(s) of {spec.name} above the {spec.error_budget:.2%} error budget: {days}. "
-            "Their events and DLQ are loaded; their daily_metrics are blocked. Read the DLQ of those days "
-            f"(`pipeline query \"SELECT reason, count(*) FROM {spec.name}.dlq WHERE partition_date = '"
-            f"{blocked[0].partition_date}' GROUP BY 1 ORDER BY 2 DESC\"`), fix the source or its definition, then "
-            "re-run the days."
+            f"Check `{QUARANTINE_RATE_CHECK}` failed for them: their events and DLQ are loaded, their daily_metrics "
+            f"are blocked. Next: {next_step}."
         ),
         metadata={
-            "days_over_budget": MetadataValue.json([record.partition_date for record in blocked]),
+            "check": QUARANTINE_RATE_CHECK,
+            "days_over_budget": days,
             "error_budget": MetadataValue.float(spec.error_budget),
+            "days": blocked_days_table(blocked),
+            "next_step": next_step,
         },
         allow_retries=False,
     )
@@ -292,6 +358,9 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
         "kinds": {"delta", "duckdb"},
         "code_version": version,
         "skippable": True,
+        # Declared per source in the sources file (catalog only).
+        "owners": spec.owners,
+        "tags": spec.tags,
     }
     specs = [
         AssetSpec(
@@ -305,7 +374,7 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             dlq_key(spec),
             description=f"Quarantined lines of `{spec.name}` with the raw line and every failed check. "
             f"Delta table `{spec.name}/dlq`; query it as `{spec.name}.dlq`.",
-            metadata={"dagster/table_name": f"{spec.name}.dlq"},
+            metadata={"dagster/column_schema": dlq_column_schema(), "dagster/table_name": f"{spec.name}.dlq"},
             **common,
         ),
         AssetSpec(
@@ -314,7 +383,11 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             description=f"Daily figures of `{spec.name}` for on-call: {', '.join(spec.daily_metrics)}. One row per "
             "day within its error budget (a day over it has none). Delta table "
             f"`{spec.name}/daily_metrics`; query it as `{spec.name}.daily_metrics`.",
-            metadata={"dagster/table_name": f"{spec.name}.daily_metrics"},
+            metadata={
+                "dagster/column_schema": metrics_column_schema(spec),
+                "dagster/column_lineage": metrics_column_lineage(spec, events_key(spec)),
+                "dagster/table_name": f"{spec.name}.daily_metrics",
+            },
             **common,
         ),
     ]
@@ -358,6 +431,12 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
             config.sleep_between_batches_s,
             "" if reload else " (metrics only: recomputed from the loaded events)",
         )
+        if list_pool(context.instance):
+            context.log.info(
+                "pool %r recorded with its default limit %d: it is listed on UI > Deployment > Concurrency",
+                LAKE_WRITERS_POOL,
+                context.instance.global_op_concurrency_default_limit,
+            )
         landing, output, lake = pipeline.landing(), pipeline.output(), pipeline.lake()
         run = RunInfo(
             run_id=context.run_id,
@@ -418,7 +497,9 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
                     failed = None
                 if failed is not None and failed.run_id == context.run_id and failed.status == "failed":
                     report_attempt(failed, lake.tables(spec), context.run.job_name, context.log)
-                raise DayFailed(spec.name, day, position - 1, error) from error
+                ours = failed if failed is not None and failed.run_id == context.run_id else None
+                retries_left = max(INGEST_RETRY_POLICY.max_retries - context.retry_number, 0)
+                raise DayFailed(spec, day, position - 1, error, ours, retries_left=retries_left) from error
             record = result.record
             if result.skipped:
                 skipped.append(day.isoformat())
@@ -431,6 +512,8 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
                 yield from materializations(
                     record, result.metrics, events=events_key(spec), dlq=dlq_key(spec), metrics=metrics_key(spec)
                 )
+                if not record.within_error_budget and record.status != "failed":
+                    yield metrics_removed(record, metrics_key(spec))
                 yield from check_evaluations(record, events_key(spec))
                 yield volume_evaluation(volume_verdict(spec, lake.tables(spec), record), events_key(spec))
                 report_attempt(record, lake.tables(spec), context.run.job_name, context.log)

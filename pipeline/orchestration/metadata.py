@@ -10,21 +10,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pyarrow as pa
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
+    TableColumnDep,
+    TableColumnLineage,
     TableRecord,
     TableSchema,
 )
 
 from pipeline.engine.completeness import format_hours
 from pipeline.engine.lake.loads import LoadRecord
+from pipeline.engine.lake.schemas import DLQ_SCHEMA, metrics_schema
 from pipeline.engine.volume import VolumeVerdict
+from pipeline.sources.metrics import metric_columns
 from pipeline.sources.spec import SourceSpec
 
 RULES_SCHEMA = TableSchema(
@@ -42,6 +48,22 @@ SAMPLES_SCHEMA = TableSchema(
         TableColumn("raw_line", "string"),
     ]
 )
+VOLUME_SAMPLE_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("day", "string", description="the same weekday, a week apart"),
+        TableColumn("rows", "int", description="rows loaded"),
+    ]
+)
+BLOCKED_DAYS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("day", "string"),
+        TableColumn("quarantined", "string", description="share of the day's rows, percent"),
+        TableColumn("rows_read", "int"),
+        TableColumn("rows_quarantined", "int"),
+        TableColumn("top_rule", "string", description="field: check failed by the most rows"),
+        TableColumn("missing_hours", "string"),
+    ]
+)
 _COLUMN_TYPES = {"string": "string", "integer": "int", "float": "float", "timestamp": "timestamp"}
 
 QUARANTINE_RATE_CHECK = "quarantine_rate"
@@ -50,10 +72,11 @@ VOLUME_NORMAL_CHECK = "volume_normal"
 CODE_VERSION_TAG = "dagster/code_version"
 
 
-def _location(location: str | None) -> MetadataValue:
-    if location and location.startswith("s3://"):
-        return MetadataValue.url(location)
-    return MetadataValue.path(location or "")
+def location(url: str | None) -> MetadataValue:
+    """An object-store location: a URL in S3 mode, a path locally."""
+    if url and url.startswith("s3://"):
+        return MetadataValue.url(url)
+    return MetadataValue.path(url or "")
 
 
 def rules_table(record: LoadRecord) -> MetadataValue:
@@ -81,6 +104,26 @@ def samples_table(record: LoadRecord) -> MetadataValue:
         for sample in record.sample_quarantined
     ]
     return MetadataValue.table(records, schema=SAMPLES_SCHEMA)
+
+
+def blocked_days_table(records: list[LoadRecord]) -> MetadataValue:
+    """Days over their error budget with their figures, as a table."""
+    rows = []
+    for record in records:
+        top = next(iter(record.failed_checks.items()), None)
+        rows.append(
+            TableRecord(
+                {
+                    "day": record.partition_date,
+                    "quarantined": f"{record.quarantine_rate:.2%}",
+                    "rows_read": record.rows_read,
+                    "rows_quarantined": record.rows_quarantined,
+                    "top_rule": f"{top[0]} ({top[1]:,})" if top else "-",
+                    "missing_hours": missing_hours_text(record),
+                }
+            )
+        )
+    return MetadataValue.table(rows, schema=BLOCKED_DAYS_SCHEMA)
 
 
 def verdict(record: LoadRecord) -> str:
@@ -159,6 +202,86 @@ def column_schema(spec: SourceSpec) -> TableSchema:
     return TableSchema(columns=columns)
 
 
+DLQ_COLUMNS = {
+    "partition_date": "the data date (UTC day)",
+    "source_file": "landing key of the file",
+    "line_number": "first line of the record",
+    "raw_line": "the record without its line terminators (bytes that are not UTF-8 as \\xNN)",
+    "raw_bytes": "the exact bytes, only when they are not valid UTF-8",
+    "reasons": "every failed check: {field, check, value}",
+    "reason": "the failed checks as text",
+    "run_id": "the load that quarantined the row",
+    "quarantined_at": "when that load quarantined it",
+}
+
+
+def _arrow_type(kind: pa.DataType) -> str:
+    if pa.types.is_date(kind):
+        return "date"
+    if pa.types.is_timestamp(kind):
+        return "timestamp"
+    if pa.types.is_integer(kind):
+        return "int"
+    if pa.types.is_floating(kind):
+        return "float"
+    if pa.types.is_decimal(kind):
+        return f"decimal({kind.precision},{kind.scale})"
+    if pa.types.is_boolean(kind):
+        return "bool"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "binary"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"list<{_arrow_type(kind.value_type)}>"
+    if pa.types.is_map(kind):
+        return f"map<{_arrow_type(kind.key_type)}, {_arrow_type(kind.item_type)}>"
+    if pa.types.is_struct(kind):
+        return "struct<" + ", ".join(f"{field.name}: {_arrow_type(field.type)}" for field in kind) + ">"
+    return str(kind)
+
+
+def _table_schema(schema: pa.Schema, descriptions: dict[str, str]) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(
+                field.name,
+                _arrow_type(field.type),
+                description=descriptions.get(field.name),
+                constraints=TableColumnConstraints(nullable=field.nullable),
+            )
+            for field in schema
+        ]
+    )
+
+
+def dlq_column_schema() -> TableSchema:
+    """`dagster/column_schema` of `S/dlq` (the same for every source)."""
+    return _table_schema(DLQ_SCHEMA, DLQ_COLUMNS)
+
+
+def metrics_column_schema(spec: SourceSpec) -> TableSchema:
+    """`dagster/column_schema` of `S/daily_metrics`: each metric typed as DuckDB computes it, its
+    SQL as its description."""
+    descriptions = {"partition_date": "the data date (UTC day)", "run_id": "the load whose events they describe"}
+    return _table_schema(metrics_schema(spec), descriptions | dict(spec.daily_metrics))
+
+
+def metrics_column_lineage(spec: SourceSpec, events: AssetKey) -> TableColumnLineage:
+    """`dagster/column_lineage` of `S/daily_metrics`: the events columns each metric reads
+    (`count(*)` and the like read none and are left out)."""
+    reads = metric_columns(
+        spec.timestamp.field, {name: field.type for name, field in spec.fields.items()}, spec.daily_metrics
+    )
+    return TableColumnLineage(
+        deps_by_column={
+            metric: [TableColumnDep(asset_key=events, column_name=column) for column in columns]
+            for metric, columns in reads.items()
+            if columns
+        }
+    )
+
+
 def missing_hours_text(record: LoadRecord) -> str:
     """`04, 13-15`, `none`, or `all 24 hours`."""
     return format_hours(record.missing_hours) if record.missing_hours else "none"
@@ -187,7 +310,7 @@ def events_metadata(record: LoadRecord) -> dict[str, Any]:
         "missing_hours": missing_hours_text(record),
         "missing_hours_count": len(record.missing_hours),
         "duration_s": MetadataValue.float(record.duration_s),
-        "manifest": _location(record.manifest),
+        "manifest": location(record.manifest),
         "landing_fingerprint": record.landing_fingerprint or "",
         "definition_version": record.definition_version,
         "attempt": record.attempt,
@@ -201,21 +324,23 @@ def dlq_metadata(record: LoadRecord) -> dict[str, Any]:
         "dagster/row_count": record.rows_quarantined,
         "rows_quarantined": record.rows_quarantined,
         "day": record.partition_date,
-        "failed_checks": MetadataValue.json(record.failed_checks),
-        "quarantined_by_rule": rules_table(record),
+        "failed_checks": rules_table(record),
         "sample_quarantined": samples_table(record),
-        "manifest": _location(record.manifest),
+        "manifest": location(record.manifest),
         "definition_version": record.definition_version,
         "lake_version": record.dlq_version if record.dlq_version is not None else -1,
     }
 
 
 def metrics_metadata(record: LoadRecord, figures: dict[str, Any]) -> dict[str, Any]:
-    """Materialization metadata of one `S/daily_metrics` partition: its row count, the day and
-    the run whose events the figures describe, and one entry per metric."""
+    """Materialization metadata of one `S/daily_metrics` partition: its row count (the table's
+    rows for the day: 1, or 0 for a day without events), the day, how many events rows the
+    figures describe and the run they come from, and one entry per metric."""
     metadata: dict[str, Any] = {
         "dagster/row_count": record.metrics_rows,
         "day": record.partition_date,
+        # What the one row stands for: the day's events it was computed from.
+        "events_rows": record.rows_loaded,
         "from_run": record.run_id,
     }
     for name, value in figures.items():
@@ -265,6 +390,29 @@ def materializations(
     return result
 
 
+def metrics_removed(record: LoadRecord, metrics: AssetKey) -> AssetObservation:
+    """What a day over its error budget says on its `S/daily_metrics` partition: its metrics row
+    was removed with the load (so the partition's earlier materialization, whose figures
+    described the replaced events, is not the last word on the day)."""
+    return AssetObservation(
+        metrics,
+        partition=record.partition_date,
+        metadata={
+            "day": record.partition_date,
+            "status": "removed",
+            "rows": 0,
+            "reason": MetadataValue.md(
+                f"{record.partition_date}: metrics row removed by run `{record.run_id}`: the day's events are over "
+                f"the error budget ({record.quarantine_rate:.2%} quarantined > {record.error_budget:.2%}). Any "
+                "earlier materialization of this partition describes events that were replaced. Fix the source or "
+                "its definition and re-run the day (runbook, *Reading the DLQ*)."
+            ),
+            "from_run": record.run_id,
+        },
+        tags={CODE_VERSION_TAG: record.definition_version},
+    )
+
+
 def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEvaluation]:
     """The day's check results, tied to its partition (so no other day's result replaces it)."""
     day = record.partition_date
@@ -290,10 +438,8 @@ def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEv
                 "error_budget": MetadataValue.float(record.error_budget),
                 "rows_read": record.rows_read,
                 "rows_quarantined": record.rows_quarantined,
-                "failed_checks": MetadataValue.json(record.failed_checks),
-                "quarantined_by_rule": rules_table(record),
-                "sample_quarantined": MetadataValue.json(record.sample_quarantined),
-                "sample_table": samples_table(record),
+                "failed_checks": rules_table(record),
+                "sample_quarantined": samples_table(record),
                 "verdict": MetadataValue.md(verdict(record)),
             },
         ),
@@ -321,8 +467,12 @@ def volume_evaluation(verdict: VolumeVerdict, events: AssetKey) -> AssetCheckEva
     """`volume_normal` of one day: its rows against the same weekday's median (seed 004: a green
     run that loaded a fraction of the usual volume must not look fine)."""
     metadata = {name: value for name, value in verdict.metadata().items() if value is not None}
-    metadata["sample"] = MetadataValue.json(metadata.get("sample", {}))
-    metadata["ratio_band"] = MetadataValue.json(metadata.get("ratio_band", []))
+    metadata["sample"] = MetadataValue.table(
+        [TableRecord({"day": day.isoformat(), "rows": rows}) for day, rows in verdict.sample],
+        schema=VOLUME_SAMPLE_SCHEMA,
+    )
+    low, high = verdict.ratio_band
+    metadata["ratio_band"] = f"{low:g}x-{high:g}x the median"
     if verdict.ratio is not None:
         metadata["ratio"] = MetadataValue.float(round(verdict.ratio, 4))
     if verdict.median is not None:

@@ -167,6 +167,19 @@ def pool_limit(instance: DagsterInstance, pool: str = LAKE_WRITERS_POOL) -> int 
     return instance.global_op_concurrency_default_limit
 
 
+def list_pool(instance: DagsterInstance, pool: str = LAKE_WRITERS_POOL) -> bool:
+    """Record the pool with dagster.yaml's default limit when the instance has no limit for it yet,
+    so that UI > Deployment > Concurrency lists the pause switch before anyone set it (Dagster
+    records a default-limited pool only once the daemon dequeues a run of it; a CLI-only instance
+    never would). A limit already set, 0 included, is left alone. Returns whether it was recorded."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
+        return False
+    if pool in storage.get_concurrency_keys():
+        return False
+    return bool(storage.initialize_concurrency_limit_to_default(pool))
+
+
 def is_paused(instance: DagsterInstance, pool: str = LAKE_WRITERS_POOL) -> bool:
     """Whether the operator (or the backfill guard) has paused the pool by setting its limit to 0."""
     return pool_limit(instance, pool) == 0

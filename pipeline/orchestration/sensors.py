@@ -70,6 +70,7 @@ from pipeline.orchestration.operations import (
     OperationsSettings,
     day_tags,
     is_paused,
+    list_pool,
     pool_limit,
     set_pool_limit,
 )
@@ -348,7 +349,14 @@ def build_failure_notifier(settings: OperationsSettings) -> SensorDefinition:
         errors: list[str] = []
         for event in context.get_step_failure_events():
             error = event.step_failure_data.error
-            if error is not None:
+            failure = event.step_failure_data.user_failure_data
+            if failure is not None and failure.description:
+                # A `Failure` (a failed or blocked day) is its own sentence, without the class path.
+                message = failure.description.strip()
+                if error is not None and error.cls_name == "RetryRequestedFromPolicy":
+                    message = f"{error.message.strip()}; last error: {message}"
+                errors.append(f"{event.step_key}: {message}")
+            elif error is not None:
                 message = error.message.strip()
                 if error.cls_name == "RetryRequestedFromPolicy" and error.cause is not None:
                     # Retries exhausted: Dagster's message says only that; the cause is the real error.
@@ -459,6 +467,8 @@ def build_backfill_guard(specs: Sequence[SourceSpec], settings: OperationsSettin
     )
     def backfill_guard(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
         instance = context.instance
+        # The guard's switch is listed in the UI from the daemon's first tick, before any run.
+        list_pool(instance)
         lake = pipeline.lake()
         states = _load_guard_cursor(context.cursor)
         active = instance.get_backfills(status=BulkActionStatus.REQUESTED, limit=50)

@@ -9,8 +9,9 @@ not when a day has already been loaded. Nothing is read: the table is empty and 
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import duckdb
 
@@ -86,3 +87,33 @@ def _bind_problem(cursor: duckdb.DuckDBPyConnection, expression: str, name: str)
         except duckdb.Error as error:
             return str(error).strip().splitlines()[0]
     return None
+
+
+def metric_columns(
+    timestamp_field: str, field_types: Mapping[str, str], metrics: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """The events columns each metric reads, in table order (`count(*)` reads none): from
+    DuckDB's own parse tree of the expression, so a column named inside a string literal is not
+    one. For the catalog's column lineage of `S/daily_metrics`."""
+    columns = events_columns(timestamp_field, field_types)
+    cursor = _cursor()
+    try:
+        found: dict[str, list[str]] = {}
+        for name, expression in metrics.items():
+            (tree,) = cursor.execute("SELECT json_serialize_sql(?)", [f"SELECT {expression} FROM events"]).fetchone()
+            referenced = {names[-1] for names in _column_refs(json.loads(tree))}
+            found[name] = [column for column in columns if column in referenced]
+        return found
+    finally:
+        cursor.close()
+
+
+def _column_refs(node: object) -> Iterator[list[str]]:
+    if isinstance(node, dict):
+        if node.get("class") == "COLUMN_REF" and isinstance(node.get("column_names"), list):
+            yield node["column_names"]
+        for value in node.values():
+            yield from _column_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _column_refs(value)

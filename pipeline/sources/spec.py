@@ -62,6 +62,12 @@ ALLOWED_CHECKS: dict[str, tuple[set[str], str]] = {
 # Columns the pipeline adds to every events table; a source may not declare them.
 RESERVED_COLUMNS = {"partition_date", "source_file", "line_number", "run_id"}
 Location = str | list[str]
+# Who answers for a source's assets in the catalog: an email address or `team:NAME` (the forms
+# Dagster accepts as asset owners), and catalog tags (Dagster's strict asset tag syntax), so that
+# a definition Dagster would refuse is refused here, naming the source and the key.
+OWNER = re.compile(r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+TAG_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
+TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 
 
 class SourceConfigError(ValueError):
@@ -225,6 +231,9 @@ class SourceSpec(BaseModel):
     name: str
     description: str = ""
     first_day: dt.date
+    # Catalog only (the UI's Owners and Tags of the source's assets); they change no row.
+    owners: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
     error_budget: float = Field(default=0.01, ge=0.0, le=1.0)
     # The preset this source was built from (informational: `pipeline sources list`).
     preset: str | None = None
@@ -250,6 +259,27 @@ class SourceSpec(BaseModel):
                 f"lake or output store: {', '.join(sorted(RESERVED_NAMES))}); choose another name"
             )
         return name
+
+    @field_validator("owners")
+    @classmethod
+    def _valid_owners(cls, owners: list[str]) -> list[str]:
+        for owner in owners:
+            if not OWNER.match(owner):
+                raise ValueError(f"owner {owner!r} must be an email address or a team name written `team:NAME`")
+        return owners
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not TAG_KEY.match(key) or key.startswith("dagster/"):
+                raise ValueError(
+                    f"tag key {key!r}: letters, digits, `_`, `-`, `.`, up to 63 of them, with an optional "
+                    "`namespace/` prefix (not `dagster/`)"
+                )
+            if not TAG_VALUE.match(value):
+                raise ValueError(f"tag {key}: value {value!r}: letters, digits, `_`, `-`, `.`, up to 63 of them")
+        return tags
 
     @field_validator("format", mode="before")
     @classmethod

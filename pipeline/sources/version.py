@@ -12,9 +12,9 @@ import json
 
 from pipeline.sources.spec import SourceSpec
 
-# Keys that describe a source, or judge it, without changing a single row or verdict of the
-# quarantine check (`volume` only shapes a warning).
-_NOT_VERSIONED = frozenset({"description", "first_day", "preset", "replaces", "volume"})
+# Keys that describe a source (the catalog's owners and tags too), or judge it, without changing
+# a single row or verdict of the quarantine check (`volume` only shapes a warning).
+_NOT_VERSIONED = frozenset({"description", "first_day", "owners", "preset", "replaces", "tags", "volume"})
 VERSION_CHARS = 12
 
 

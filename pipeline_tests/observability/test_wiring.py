@@ -99,6 +99,11 @@ def test_volume_normal_warns_on_a_day_far_below_its_weekday(
     assert not low.passed and low.severity.value == "WARN"
     assert low.description.startswith("2024-01-31: 24 rows, 0.03x the usual ")
     assert low.description.endswith(" for a Wednesday (outside 0.5x-2x)")
+    # The weeks it was judged against, as a table; the band as text.
+    assert [record.data for record in low.metadata["sample"].value.records] == [
+        {"day": key, "rows": verdicts[key].metadata["rows_loaded"].value} for key in sorted(verdicts)[:4][::-1]
+    ]
+    assert low.metadata["ratio_band"].value == "0.5x-2x the median"
 
 
 def test_a_run_failing_before_any_day_pushes_failed(

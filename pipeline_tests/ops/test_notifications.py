@@ -102,19 +102,23 @@ def test_failure_message_names_error_partitions_and_links(
     assert lines[1] == "Partitions: 2024-03-04..2024-03-05 (2 days)"
     # The step's own error, with the exception that caused it, naming what is broken.
     blocker = pipeline_env.lake / "access/events/partition_date=2024-03-04"
-    assert lines[2] == (
-        "Error: access_ingest: pipeline.orchestration.retries.NotRetryableError: DayFailed: access 2024-03-04 failed "
-        "(0 earlier day(s) of this run were loaded and stay materialized; a retry resumes at 2024-03-04): "
+    # A failed day reads as the step's sentence: which day, the error, what stays loaded, what to do.
+    error = (
         f"FileExistsError: [Errno 17] Cannot create directory '{blocker}': non-directory entry exists. "
         "Detail: [errno 17] File exists"
     )
+    sentence = (
+        f"Error: access_ingest: access 2024-03-04 failed: {error}. Nothing of 2024-03-04 changed (its tables keep "
+        "the last complete load); 0 earlier day(s) of this run are loaded and stay materialized. Next: fix the cause"
+    )
+    assert lines[2].startswith(sentence), lines[2]
     assert lines[3:] == [f"Run: {UI}/runs/{result.run_id}", f"Backfill: {UI}/runs/b/bkfl0042"]
     assert SECRET not in text
     # The same error is on record for the operator: the failed attempt in `loads`, and the
     # failed day's manifest written from it. The range stopped there: no attempt at the 5th.
     [attempt] = pipeline_env.attempts("access")
     assert (attempt["partition_date"], attempt["status"], attempt["run_id"]) == (DAYS[0], "failed", result.run_id)
-    assert attempt["error"] == lines[2].split("2024-03-04): ", 1)[1]
+    assert attempt["error"] == error
     assert "FileExistsError" in attempt["error_traceback"]
     assert (attempt["rows_loaded"], attempt["events_version"]) == (0, None)
     manifest = pipeline_env.manifest("access", "2024-03-04")

@@ -74,8 +74,8 @@ def test_daily_schedule_day_follows_the_tick_not_the_clock(
         build_schedule_context(
             instance=instance,
             repository_def=defs.get_repository_def(),
-            scheduled_execution_time=dt.datetime(2015, 1, 1, 1, 30, tzinfo=UTC),
+            scheduled_execution_time=dt.datetime(2024, 1, 1, 1, 30, tzinfo=UTC),
         )
     )
     assert data.run_requests == []
-    assert data.skip_message == "2014-12-31 is before the first day of app (2015-01-01)"
+    assert data.skip_message == "2023-12-31 is before the first day of app (2024-01-01)"

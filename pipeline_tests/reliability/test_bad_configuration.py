@@ -78,7 +78,7 @@ def test_unknown_source_selection(pipeline_env: PipelineEnv) -> None:
 @pytest.mark.parametrize("partition", ["2024-13-45", "1999-01-01"])
 def test_invalid_partition_key(pipeline_env: PipelineEnv, partition: str) -> None:
     """Fault: `--partition` that is not a day of the partition set (an impossible date, a
-    day before the source's first_day 2015-01-01). Expected: exit non-zero naming the key; no
+    day before the source's first_day 2024-01-01). Expected: exit non-zero naming the key; no
     table is created."""
     seed_day(pipeline_env)
     result = cli(pipeline_env, "--select", "access/events,access/dlq", "--partition", partition)
@@ -95,7 +95,7 @@ def test_invalid_partition_key(pipeline_env: PipelineEnv, partition: str) -> Non
         (SOURCES_YAML.replace("status: {type: integer,", "status: {type: decimal,", 1), "access"),
         (SOURCES_YAML.replace("timezone: UTC", "timezone: Mars/Olympus", 1), "Mars/Olympus"),
         (SOURCES_YAML.replace("checks: {in_range: [100, 599]}", "checks: {in_range: [100]}", 1), "in_range"),
-        (SOURCES_YAML.replace('first_day: "2015-01-01"', 'first_day: "someday"', 1), "access"),
+        (SOURCES_YAML.replace('first_day: "2024-01-01"', 'first_day: "someday"', 1), "access"),
         ("just a string\n", "sources.yaml"),
     ],
     ids=["yaml-syntax", "bad-regex", "unknown-type", "unknown-zone", "bad-check-args", "bad-first-day", "not-a-map"],

@@ -58,12 +58,16 @@ def test_quarantine_rate_at_the_edge_of_the_budget(
     assert metadata["error_budget"] == pytest.approx(0.01)
     assert metadata["day"] == "2024-01-15"
     assert (metadata["rows_read"], metadata["rows_quarantined"]) == (1000, bad)
-    assert metadata["failed_checks"] == {STATUS_CHECK: bad}
-    assert len(metadata["sample_quarantined"]) == 5
+    assert [record.data for record in metadata["failed_checks"].records] == [
+        {"rule": STATUS_CHECK, "rows": bad, "share": f"{bad / 1000:.2%}"}
+    ]
+    assert len(metadata["sample_quarantined"].records) == 5
     assert ("above the 1.00% error budget" in (evaluation.description or "")) is not passes
     if not passes:
         (failure,) = [event for event in result.all_events if event.is_step_failure]
-        assert failure.step_failure_data.user_failure_data.metadata["days_over_budget"].value == ["2024-01-15"]
+        metadata = failure.step_failure_data.user_failure_data.metadata
+        assert metadata["days_over_budget"].value == f"2024-01-15 ({bad / 1000:.2%})"
+        assert [row.data["day"] for row in metadata["days"].value.records] == ["2024-01-15"]
 
     materialized = {
         event.materialization.asset_key.to_user_string(): event.materialization

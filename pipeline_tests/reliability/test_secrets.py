@@ -115,7 +115,8 @@ def test_secrets_never_appear_in_logs_metadata_manifests_or_notifications(
     assert "access 2024-01-15: 198 rows loaded, 2 quarantined" in texts[0]
     # The failure names the real error, not only "Exceeded max_retries" (fixed in sensors.py).
     assert (
-        "Exceeded max_retries of 1; last error: pipeline.orchestration.assets.DayFailed: access 2024-01-16" in texts[1]
+        "Exceeded max_retries of 1; last error: access 2024-01-16 failed: ObjectStoreError: S3 ListObjectsV2"
+        in texts[1]
     )
     assert "ObjectStoreError: S3 ListObjectsV2" in texts[1]
     assert endpoint in texts[1]
