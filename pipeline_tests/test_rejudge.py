@@ -135,6 +135,14 @@ CDN_FILES = {
 }
 
 
+def land_cdn_files(env: PipelineEnv) -> None:
+    """`CDN_FILES` as the landing files of 2024-01-15."""
+    for key, lines in CDN_FILES.items():
+        path = env.landing / "cdn" / "dt=2024-01-15" / key
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(lines) + "\n")
+
+
 def cdn_sources(tmp_path: Path, highest_status: int, **options: object) -> Path:
     source = {**copy.deepcopy(CDN), **options}
     source["fields"]["status"]["checks"]["in_range"] = [100, highest_status]
@@ -154,10 +162,7 @@ def test_a_header_delimited_source_is_rejudged_through_each_records_own_layout(
     status right in both column orders); status 1000 stays quarantined by the range check,
     the record before any header stays quarantined for `follows_a_header`; a second
     re-judge still has the header lines."""
-    for key, lines in CDN_FILES.items():
-        path = pipeline_env.landing / "cdn" / "dt=2024-01-15" / key
-        path.parent.mkdir(parents=True)
-        path.write_text("\n".join(lines) + "\n")
+    land_cdn_files(pipeline_env)
     monkeypatch.setenv("PIPELINE_SOURCES_FILE", str(cdn_sources(tmp_path, 599)))
     materialize_range(pipeline_env.definitions(), instance, "2024-01-15", selection=["cdn/events", "cdn/dlq"],
                       raise_on_error=False)  # fmt: skip
@@ -247,10 +252,7 @@ def test_a_header_delimited_day_loaded_before_header_lines_were_recorded_is_refu
     re-run the day from its landing files; once re-run, the day can be re-judged."""
     from pipeline.engine.lake import loads
 
-    for key, lines in CDN_FILES.items():
-        path = pipeline_env.landing / "cdn" / "dt=2024-01-15" / key
-        path.parent.mkdir(parents=True)
-        path.write_text("\n".join(lines) + "\n")
+    land_cdn_files(pipeline_env)
     monkeypatch.setenv("PIPELINE_SOURCES_FILE", str(cdn_sources(tmp_path, 599)))
     before_header_lines = loads.LOADS_SCHEMA.remove(loads.LOADS_SCHEMA.get_field_index("header_lines"))
     with monkeypatch.context() as old_version:
