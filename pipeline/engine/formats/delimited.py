@@ -215,15 +215,15 @@ class DelimitedRecords(RecordFormat):
         starts = starts - starts[0]
         counts = np.diff(starts)
         values = pl.Series(pieces.flatten())
-        quoted = pl.Series((np.arange(len(values)) - np.repeat(starts[:-1], counts)) % 2 == 1)
-        bare_shape = values.str.starts_with(separator) & values.str.ends_with(separator)
-        misshapen = (~quoted & ~bare_shape).to_numpy().astype(np.int64)
+        is_quoted = (np.arange(len(values)) - np.repeat(starts[:-1], counts)) % 2 == 1
+        quoted = pl.Series(is_quoted)
+        bare_shape = (values.str.starts_with(separator) & values.str.ends_with(separator)).to_numpy()
+        misshapen = (~is_quoted & ~bare_shape).astype(np.int64)
         fast = (counts % 2 == 1) & (np.add.reduceat(misshapen, starts[:-1]) == 0)
         if escape is not None and escape != quote:
             fast &= ~text.str.contains(escape, literal=True).to_numpy()
         # A quoted piece is one column; a bare run splits into its columns between the
         # separators that begin and end it (its first and last parts, always empty, dropped).
-        is_quoted = quoted.to_numpy()
         bare_runs = _combined(pc.split_pattern(_combined(values.filter(~quoted).to_arrow()), separator))
         run_starts = np.asarray(bare_runs.offsets)
         run_starts = run_starts - run_starts[0]
