@@ -49,6 +49,7 @@ from pipeline.orchestration.metadata import (
     VOLUME_NORMAL_CHECK,
     blocked_days_table,
     check_evaluations,
+    check_target,
     column_schema,
     dlq_column_schema,
     location,
@@ -514,8 +515,11 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
                 )
                 if not record.within_error_budget and record.status != "failed":
                     yield metrics_removed(record, metrics_key(spec))
-                yield from check_evaluations(record, events_key(spec))
-                yield volume_evaluation(volume_verdict(spec, lake.tables(spec), record), events_key(spec))
+                # The day's events materialization is stored by now (Dagster records what a step
+                # yields before asking for more): the checks name it as their target.
+                target = check_target(context.instance, events_key(spec), day.isoformat(), context.run_id)
+                yield from check_evaluations(record, events_key(spec), target)
+                yield volume_evaluation(volume_verdict(spec, lake.tables(spec), record), events_key(spec), target)
                 report_attempt(record, lake.tables(spec), context.run.job_name, context.log)
             if not record.within_error_budget:
                 blocked.append(record)

@@ -17,6 +17,8 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetObservation,
+    AssetRecordsFilter,
+    DagsterInstance,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
@@ -24,6 +26,12 @@ from dagster import (
     TableColumnLineage,
     TableRecord,
     TableSchema,
+)
+
+# Not exported by `dagster`, but the only way to tie an evaluation to its materialization (what
+# `AssetCheckResult` does for single-partition steps); issue 16 tracks private imports.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as CheckTarget,
 )
 
 from pipeline.engine.completeness import format_hours
@@ -413,8 +421,27 @@ def metrics_removed(record: LoadRecord, metrics: AssetKey) -> AssetObservation:
     )
 
 
-def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEvaluation]:
-    """The day's check results, tied to its partition (so no other day's result replaces it)."""
+def check_target(instance: DagsterInstance, events: AssetKey, day: str, run_id: str) -> CheckTarget | None:
+    """The materialization of `events` for `day` that this run just recorded, as the target of the
+    day's check results, or None if the newest one is another run's.
+
+    Dagster counts a partition's check result in the check's per-partition status (its
+    *Partitions* tab, asset health) only when it targets that partition's newest materialization.
+    An `AssetCheckResult` finds it itself, but only in a single-partition step; a range step
+    yields `AssetCheckEvaluation`s and must name it, with the same lookup Dagster makes.
+    """
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=events, asset_partitions=[day]), limit=1)
+    if not records.records or records.records[0].run_id != run_id:
+        return None
+    newest = records.records[0]
+    return CheckTarget(run_id=newest.run_id, storage_id=newest.storage_id, timestamp=newest.timestamp)
+
+
+def check_evaluations(
+    record: LoadRecord, events: AssetKey, target: CheckTarget | None = None
+) -> list[AssetCheckEvaluation]:
+    """The day's check results, tied to its partition (so no other day's result replaces it) and,
+    given `target`, to the day's materialization (see `check_target`)."""
     day = record.partition_date
     budget = f"{record.error_budget:.2%}"
     return [
@@ -423,6 +450,7 @@ def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEv
             check_name=QUARANTINE_RATE_CHECK,
             passed=record.within_error_budget,
             partition=day,
+            target_materialization_data=target,
             severity=AssetCheckSeverity.ERROR,
             blocking=True,
             description=(
@@ -448,6 +476,7 @@ def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEv
             check_name=HOURS_COMPLETE_CHECK,
             passed=not record.missing_hours,
             partition=day,
+            target_materialization_data=target,
             severity=AssetCheckSeverity.WARN,
             description=(
                 f"{day}: all 24 hours present"
@@ -463,7 +492,9 @@ def check_evaluations(record: LoadRecord, events: AssetKey) -> list[AssetCheckEv
     ]
 
 
-def volume_evaluation(verdict: VolumeVerdict, events: AssetKey) -> AssetCheckEvaluation:
+def volume_evaluation(
+    verdict: VolumeVerdict, events: AssetKey, target: CheckTarget | None = None
+) -> AssetCheckEvaluation:
     """`volume_normal` of one day: its rows against the same weekday's median (seed 004: a green
     run that loaded a fraction of the usual volume must not look fine)."""
     metadata = {name: value for name, value in verdict.metadata().items() if value is not None}
@@ -482,6 +513,7 @@ def volume_evaluation(verdict: VolumeVerdict, events: AssetKey) -> AssetCheckEva
         check_name=VOLUME_NORMAL_CHECK,
         passed=verdict.passed,
         partition=verdict.day.isoformat(),
+        target_materialization_data=target,
         severity=AssetCheckSeverity.ERROR if verdict.severity == "error" else AssetCheckSeverity.WARN,
         description=verdict.sentence,
         metadata=metadata,

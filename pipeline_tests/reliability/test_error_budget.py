@@ -129,3 +129,41 @@ def test_budget_is_judged_on_exact_counts_not_the_rounded_rate(quarantined: int,
     verdict = check_evaluations(record, events_key_of("access"))[0]
     assert verdict.check_name == "quarantine_rate"
     assert verdict.passed is passes
+
+
+def test_each_days_check_result_counts_for_its_partition_and_survives_a_rerun_of_another_day(
+    pipeline_env: PipelineEnv, instance: DagsterInstance
+) -> None:
+    """Fault: a 3-day range run whose last day is over budget, then a re-run of the first day.
+    Expected: Dagster's per-partition state of `quarantine_rate` (what the check's Partitions tab
+    and asset health read) holds each day's own result, current against that day's
+    materialization: Succeeded, Succeeded, Failed, before and after the re-run."""
+    from dagster import AssetCheckKey
+
+    from pipeline.cli.generate import generate_landing_zone
+
+    days = [day("2024-03-05"), day("2024-03-06"), day("2024-03-07")]
+    generate_landing_zone(pipeline_env.landing, days[:2], sources=["access"], lines_per_hour=10, missing_hours={})
+    generate_landing_zone(
+        pipeline_env.landing, days[2:], sources=["access"], lines_per_hour=10, bad_line_rate=0.05, missing_hours={}
+    )
+    selection = ["access/events", "access/dlq", "access/daily_metrics"]
+    key = AssetCheckKey(events_key_of("access"), "quarantine_rate")
+
+    def states() -> dict[str, tuple[str, bool]]:
+        infos = instance.event_log_storage.get_asset_check_partition_info([key])
+        return {info.partition_key: (info.latest_execution_status.value, info.is_current) for info in infos}
+
+    expected = {
+        "2024-03-05": ("SUCCEEDED", True),
+        "2024-03-06": ("SUCCEEDED", True),
+        "2024-03-07": ("FAILED", True),
+    }
+    definitions = pipeline_env.definitions()
+    ranged = materialize_range(
+        definitions, instance, "2024-03-05", "2024-03-07", selection=selection, raise_on_error=False
+    )
+    assert not ranged.success
+    assert states() == expected
+    assert materialize_range(definitions, instance, "2024-03-05", selection=selection).success
+    assert states() == expected
