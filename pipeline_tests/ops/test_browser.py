@@ -4,6 +4,8 @@ the quarantine check and a row count on the asset's page; the lake holds what th
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +14,17 @@ from typing import Any
 import pytest
 from dagster import DagsterRunStatus, RunsFilter
 
-from pipeline.cli.generate import generate_landing_zone
-from pipeline_tests.conftest import PipelineEnv, day
+from pipeline.cli.generate import (
+    DEMO_MISSING_HOUR,
+    DEMO_OVER_BUDGET_RATE,
+    default_demo_days,
+    generate_landing_zone,
+)
+from pipeline_tests.conftest import PROJECT_ROOT, PipelineEnv, day
 from pipeline_tests.ops.conftest import (
     CHROMIUM,
     check_executions,
+    launch_backfill,
     partition_metadata,
     unavailable,
     wait_for_backfill,
@@ -168,3 +176,151 @@ def test_operator_backfills_two_days_from_the_ui_and_reads_check_and_row_count(
             )
             assert partition_metadata(instance, "access/dlq", key)["dagster/row_count"] == partition.bad_records
             assert pipeline_env.manifest("access", key)["run_id"] == run_id
+
+
+# -- The 3 AM path -----------------------------------------------------------------------------
+# Screenshots of the operator's path are kept for people, not only for failures: a named folder
+# (git-ignored) that CI leaves in the clone. PIPELINE_TEST_ARTIFACTS moves it.
+ARTIFACTS = Path(os.environ.get("PIPELINE_TEST_ARTIFACTS", str(PROJECT_ROOT / "artifacts" / "browser")))
+
+
+def shoot(page: Any, name: str) -> Path:
+    """A full-page screenshot into the artifacts folder."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    (ARTIFACTS / f"{name}.html").write_text(page.content())
+    print(f"screenshot: {path}")
+    return path
+
+
+@pytest.mark.e2e
+def test_at_3am_a_failing_yesterday_is_red_with_its_reasons_and_stays_red_after_another_day_is_rerun(
+    pipeline_env: PipelineEnv, deployment_factory: Any, tmp_path: Path
+) -> None:
+    """The on-call path, page by page, with a screenshot of each into ARTIFACTS: the night's
+    backfill failed because yesterday is over its error budget and misses an hour."""
+    if not CHROMIUM.exists():
+        unavailable(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (a dev dependency)")
+    # The demo's shape over three days: the last ("yesterday") over budget with an hour missing.
+    days = default_demo_days(dt.date(2024, 3, 8))[-3:]
+    earlier, yesterday = days[:-1], days[-1]
+    generated = generate_landing_zone(
+        pipeline_env.landing, earlier, sources=["access"], lines_per_hour=40, bad_line_rate=0.005, missing_hours={}
+    )
+    generated += generate_landing_zone(
+        pipeline_env.landing,
+        [yesterday],
+        sources=["access"],
+        lines_per_hour=40,
+        bad_line_rate=DEMO_OVER_BUDGET_RATE,
+        missing_hours={("access", yesterday): {DEMO_MISSING_HOUR}},
+    )
+    bad = next(p for p in generated if p.day == yesterday)
+    rate = bad.bad_records / bad.records
+    assert rate > 0.01, "the generated day must be over the 1.00% budget"
+    deployment = deployment_factory()
+    deployment.graphql("mutation SetNuxSeen { setNuxSeen }")
+    every_asset = ["access/events", "access/dlq", "access/daily_metrics"]
+    nightly = launch_backfill(deployment, every_asset, [d.isoformat() for d in days], title="nightly")
+    assert wait_for_backfill(deployment, nightly, 300)["status"] == "COMPLETED_FAILED"
+    # What the DLQ holds for yesterday, per rule: what the pages must show.
+    per_rule = pipeline_env.query(
+        "SELECT reason.field || ': ' || reason.check, count(*) FROM "
+        "(SELECT unnest(reasons) AS reason FROM access.dlq WHERE partition_date = ?) GROUP BY 1 ORDER BY 2 DESC, 1",
+        [yesterday],
+    )
+    top_rule, top_count = per_rule[0]
+    url = deployment.url
+
+    def partition_page(asset: str, partition: dt.date) -> str:
+        return f"{url}/assets/access/{asset}?view=partitions&partition={partition.isoformat()}"
+
+    def metadata_row(page: Any, name: str) -> Any:
+        """The row of the metadata table whose first cell is `name`."""
+        return page.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True)).first
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1400})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        try:
+
+            def read_yesterdays_verdict(shot: str) -> None:
+                """`access/events`, yesterday: the verdict an operator reads first, with the figures."""
+                page.goto(partition_page("events", yesterday))
+                verdict = metadata_row(page, "verdict")
+                expect(verdict).to_contain_text(f"✗ {rate:.2%} quarantined > 1.00% budget; top rule")
+                expect(verdict).to_contain_text(f"{top_rule} ({top_count})")
+                expect(verdict).to_contain_text(f"daily_metrics blocked; missing hour {DEMO_MISSING_HOUR:02d}")
+                within = metadata_row(page, "within_error_budget")
+                expect(within).to_contain_text("false")
+                missing = metadata_row(page, "missing_hours")
+                expect(missing).to_contain_text(f"{DEMO_MISSING_HOUR:02d}")
+                shoot(page, shot)
+
+            def yesterdays_metrics_are_red(shot: str) -> None:
+                """`access/daily_metrics`, yesterday: a failed partition (red) that says so."""
+                page.goto(partition_page("daily_metrics", yesterday))
+                expect(page.get_by_text("failed, and did not materialize this asset")).to_be_visible()
+                expect(page.get_by_text(re.compile(r"^Failed \(1\)$"))).to_be_visible()
+                shoot(page, shot)
+
+            def check_history_per_day(shot: str, expected: dict[str, str]) -> None:
+                """The `quarantine_rate` check's execution history: one row per day, yesterday Failed."""
+                page.goto(f"{url}/assets/access/events?view=checks")
+                page.get_by_text("quarantine_rate", exact=True).first.click()
+                # In the list of checks: Failed while a day's newest result fails, whichever day ran last.
+                expect(page.locator('span:has(> [title="quarantine_rate"])')).to_contain_text("Failed")
+                page.get_by_text("Execution history", exact=True).click()
+                for partition, result in expected.items():
+                    row = page.get_by_role("row").filter(has_text=partition).first
+                    expect(row).to_contain_text(result)
+                shoot(page, shot)
+                # Its Partitions tab: the days' status bar, yesterday red.
+                page.locator("button[role=tab]", has_text="Partitions").click()
+                failed = sum(result == "Failed" for result in expected.values())
+                expect(page.get_by_text(re.compile(rf"^Failed \({failed}\)$"))).to_be_visible()
+                expect(page.get_by_text(re.compile(rf"^Passed \({len(expected) - failed}\)$"))).to_be_visible()
+                shoot(page, f"{shot}-partitions")
+
+            read_yesterdays_verdict("1-events-yesterday-verdict")
+            yesterdays_metrics_are_red("2-daily-metrics-yesterday-failed")
+            # Yesterday's quarantined lines, per rule and sampled, without SQL.
+            page.goto(partition_page("dlq", yesterday))
+            failed_checks = metadata_row(page, "failed_checks")
+            for rule, count in per_rule:
+                expect(failed_checks.get_by_role("row").filter(has_text=rule).first).to_contain_text(str(count))
+            sample = metadata_row(page, "sample_quarantined")
+            for header in ("file", "line", "reason", "raw_line"):
+                expect(sample.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
+            expect(sample).to_contain_text(f"access/dt={yesterday.isoformat()}/hour=")
+            shoot(page, "3-dlq-yesterday-reasons")
+            before = {d.isoformat(): "Passed" for d in earlier} | {yesterday.isoformat(): "Failed"}
+            check_history_per_day("4-quarantine-rate-per-day", before)
+
+            # Later, someone re-runs another day: yesterday must stay red.
+            rerun = launch_backfill(deployment, every_asset, [days[0].isoformat()], title="rerun of another day")
+            assert wait_for_backfill(deployment, rerun, 300)["status"] == "COMPLETED_SUCCESS"
+            read_yesterdays_verdict("5-events-yesterday-verdict-after-rerun")
+            yesterdays_metrics_are_red("6-daily-metrics-yesterday-after-rerun")
+            check_history_per_day("7-quarantine-rate-per-day-after-rerun", before)
+            page.goto(f"{url}/assets")
+            expect(page.get_by_text(re.compile(r"^[\d,]+ partitions$")).first).to_be_visible()
+            shoot(page, "8-catalog-after-rerun")
+        except Exception:
+            dump(page, tmp_path, "failure")
+            raise
+        finally:
+            browser.close()
+    # The pages told the truth: the verdicts per day are what Dagster recorded.
+    with deployment.instance() as instance:
+        latest: dict[str, bool] = {}
+        for execution in check_executions(instance, "access/events", "quarantine_rate"):
+            latest.setdefault(execution["partition"], execution["passed"])
+    assert latest == {d.isoformat(): d != yesterday for d in days}

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
-from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult, PathMetadataValue, UrlMetadataValue
 
 from pipeline.cli.generate import GeneratedPartition, generate_landing_zone
 from pipeline.definitions import build_definitions
@@ -127,6 +127,16 @@ def test_s3_partition_flow_equals_the_same_files_from_a_local_folder(
             ("2024-01-15", "loaded"),
             ("2024-01-16", "loaded"),
         ]
+    # The UI links the manifest: a URL in S3 mode, a local path otherwise.
+    manifest_types = [
+        {
+            type(event.materialization.metadata["manifest"])
+            for event in result.get_asset_materialization_events()
+            if "manifest" in event.materialization.metadata
+        }
+        for result in (s3_result, local_result)
+    ]
+    assert manifest_types == [{UrlMetadataValue}, {PathMetadataValue}]
     gz_rows = s3_pipeline.query("SELECT count(*) FROM access.events WHERE source_file LIKE '%.log.gz'")[0][0]
     assert gz_rows > 0
     lake_keys = s3_pipeline.keys(f"{LAKE_PREFIX}/")
