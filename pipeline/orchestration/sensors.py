@@ -25,6 +25,7 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterLogManager,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -556,6 +557,24 @@ def expected_day(now: dt.datetime) -> dt.date:
     return now.date() - dt.timedelta(days=1 if now.time() >= FRESHNESS_DEADLINE else 2)
 
 
+def load_alert_cursor(text: str | None, log: logging.Logger | DagsterLogManager = logger) -> dict[str, str]:
+    """The freshness alert's cursor (source -> the last day alerted); one that cannot be read
+    is logged and treated as empty: at worst a day is alerted once more, and the tick goes on."""
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        log.warning("freshness_alert: unreadable cursor %r (%s); starting afresh", text[:200], error)
+        return {}
+    if not isinstance(document, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in document.items()
+    ):
+        log.warning("freshness_alert: cursor %r is not a map of source to day; starting afresh", text[:200])
+        return {}
+    return document
+
+
 def build_freshness_alert(
     specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -570,7 +589,7 @@ def build_freshness_alert(
     )
     def freshness_alert(context: SensorEvaluationContext) -> SensorResult:
         notifier = Notifier.from_settings(settings)
-        alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        alerted = load_alert_cursor(context.cursor, context.log)
         if not notifier.enabled:
             return SensorResult(skip_reason=SkipReason("PIPELINE_NOTIFY_WEBHOOK_URL is unset"), cursor=context.cursor)
         day = expected_day(clock())
