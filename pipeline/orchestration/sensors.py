@@ -54,7 +54,7 @@ from pipeline.engine.completeness import (
     RunOutcome,
     finish_window,
     read_report,
-    report_keys,
+    report_objects,
     write_report,
 )
 from pipeline.engine.landing_state import landing_state
@@ -278,6 +278,22 @@ def window_outcomes(
     return outcomes, pending, missing
 
 
+def load_finished_reports(text: str | None, log: logging.Logger | DagsterLogManager = logger) -> dict[str, str]:
+    """The completeness reporter's cursor: manifest key -> the version last seen finished. An
+    unreadable one is logged and treated as empty (every manifest is read once more; a finished
+    one is not sent again, its notification is recorded in it)."""
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not all(isinstance(value, str) for value in document.values()):
+        log.warning("completeness_reporter: unreadable cursor %r; reading every manifest once", text[:200])
+        return {}
+    return document
+
+
 def build_completeness_reporter(
     specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -297,11 +313,22 @@ def build_completeness_reporter(
         # The manifest itself is the state: a report is finished once its status is final and
         # its notification is recorded. A rescan of the same window rewrites the manifest with no
         # notification, so it is reported again. (One small manifest per source and week.)
+        # The cursor remembers the version of each manifest last seen finished, so a tick reads
+        # only manifests that are new, rewritten, or still waiting: not every one ever written.
+        finished = load_finished_reports(context.cursor, context.log)
+        seen: dict[str, str] = {}
         done: list[str] = []
         for spec in specs:
-            for key in report_keys(output, spec.name):
-                report = read_report(output, key)
-                if report is None or (report.status != REQUESTED and report.notification is not None):
+            for info in report_objects(output, spec.name):
+                if info.version and finished.get(info.key) == info.version:
+                    seen[info.key] = info.version
+                    continue
+                report = read_report(output, info.key)
+                if report is None:
+                    continue
+                if report.status != REQUESTED and report.notification is not None:
+                    if info.version:
+                        seen[info.key] = info.version
                     continue
                 if report.status == REQUESTED:
                     outcomes, pending, missing = window_outcomes(context.instance, report.window_id, report.rerun_days)
@@ -318,11 +345,14 @@ def build_completeness_reporter(
                 report.notification = f"sent {stamp}" if sent else "disabled: PIPELINE_NOTIFY_WEBHOOK_URL unset"
                 write_report(output, report)
                 done.append(report.message)
+        # Manifests written by this tick get a new version: the next tick reads each once more,
+        # sees it finished and records it (a rescan racing this tick is never taken for ours).
+        cursor = json.dumps(seen, sort_keys=True)
         if not done:
-            return SensorResult(skip_reason=SkipReason("no completeness manifest to finish or send"))
+            return SensorResult(skip_reason=SkipReason("no completeness manifest to finish or send"), cursor=cursor)
         for message in done:
             context.log.info(message)
-        return SensorResult()
+        return SensorResult(cursor=cursor)
 
     return completeness_reporter
 
