@@ -3,7 +3,9 @@
 - `S_landing_sensor` (per source): a day already loaded whose files changed since (a late
   file, a re-delivered file with new content, a removed file) is re-run, exactly that
   partition. Cursor-based (round robin over the look-back window, the fingerprint last
-  requested per day), bounded work per tick, idempotent run keys.
+  requested per day), bounded work per tick, idempotent run keys. A run that failed for a
+  day's files is requested again, up to `landing_max_attempts` runs per fingerprint (counted
+  in the run history); then the sensor says once, as a warning, that it gave up.
 - `completeness_reporter`: completes the weekly missing-hours manifests once their re-runs
   have ended, and sends every completeness message.
 - `notify_on_run_failure` / `notify_on_run_success`: the webhook messages for runs.
@@ -138,24 +140,33 @@ def _window(today: dt.date, lookback_days: int, first_day: dt.date) -> list[dt.d
 # -- landing sensor ------------------------------------------------------------------------
 @dataclass
 class LandingCursor:
-    """Where the round robin over the window resumes, and the landing fingerprint a run was
-    last requested for, per day (so the same content is never requested twice)."""
+    """Where the round robin over the window resumes, the landing fingerprint a run was last
+    requested for, per day (so the same content is not requested twice while its run is on its
+    way), and the fingerprint per day whose runs all failed and that was given up on (so that is
+    said once, not on every tick)."""
 
     next_day: str | None = None
     requested: dict[str, str] = field(default_factory=dict)
+    gave_up: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def loads(cls, text: str | None) -> LandingCursor:
         """Parse a cursor; a missing or unreadable one starts afresh (the scan is idempotent)."""
         try:
             document = json.loads(text) if text else {}
-            return cls(next_day=document.get("next_day"), requested=dict(document.get("requested", {})))
+            return cls(
+                next_day=document.get("next_day"),
+                requested=dict(document.get("requested", {})),
+                gave_up=dict(document.get("gave_up", {})),
+            )
         except (ValueError, AttributeError, TypeError):
             return cls()
 
     def dumps(self) -> str:
         """Serialise."""
-        return json.dumps({"next_day": self.next_day, "requested": self.requested}, sort_keys=True)
+        return json.dumps(
+            {"next_day": self.next_day, "requested": self.requested, "gave_up": self.gave_up}, sort_keys=True
+        )
 
     def scan_order(self, window: list[dt.date]) -> list[dt.date]:
         """The window, starting at the day where the last tick stopped."""
@@ -176,6 +187,20 @@ def active_days(instance: DagsterInstance, spec: SourceSpec) -> set[str]:
     return days
 
 
+def fingerprint_runs(instance: DagsterInstance, spec: SourceSpec, day: str, fingerprint: str) -> list[DagsterRun]:
+    """The runs of a source's day requested for exactly these landing files, newest first (the
+    run history, not the cursor, counts the attempts: it survives a reset cursor)."""
+    runs = instance.get_runs(RunsFilter(tags={FINGERPRINT_TAG: fingerprint, PARTITION_TAG: day}))
+    return [run for run in runs if run_sources(run, [spec])]
+
+
+def landing_run_key(spec: SourceSpec, day: str, fingerprint: str, attempt: int) -> str:
+    """The run key of the landing sensor's request for a day's files: one per attempt (Dagster
+    launches a run key once; the first attempt keeps the key earlier versions used)."""
+    key = f"landing:{spec.name}:{day}:{fingerprint}"
+    return key if attempt == 1 else f"{key}:attempt{attempt}"
+
+
 def build_landing_sensor(
     spec: SourceSpec, job: UnresolvedAssetJobDefinition, settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -189,7 +214,8 @@ def build_landing_sensor(
         description=f"Re-runs a day of `{spec.name}` (within the last {settings.landing_lookback_days} days) "
         "that was already loaded and whose files changed since: a late file, a re-delivered file with new "
         f"content, a removed file. At most {settings.landing_days_per_tick} days listed and "
-        f"{settings.landing_runs_per_tick} runs requested per tick.",
+        f"{settings.landing_runs_per_tick} runs requested per tick; a failed run is requested again, up to "
+        f"{settings.landing_max_attempts} runs for the same files.",
     )
     def landing_sensor(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
         today = clock().astimezone(dt.UTC).date()
@@ -217,9 +243,39 @@ def build_landing_sensor(
             if key in busy:
                 notes.append(f"{key} changed but a run is already queued or running for it")
                 continue
-            if cursor.requested.get(key) == state.fingerprint:
-                notes.append(f"{key} changed; a run for exactly these files was already requested")
-                continue
+            attempt = 1
+            history = fingerprint_runs(context.instance, spec, key, state.fingerprint)
+            if history or cursor.requested.get(key) == state.fingerprint:
+                latest = history[0] if history else None
+                failed = (
+                    latest is not None
+                    and latest.status == DagsterRunStatus.FAILURE
+                    and not latest.is_complete_and_waiting_to_retry
+                )
+                if not failed:
+                    # Not launched yet, still going, succeeded or cancelled: nothing to retry.
+                    notes.append(f"{key} changed; a run for exactly these files was already requested")
+                    continue
+                if len(history) >= settings.landing_max_attempts:
+                    note = (
+                        f"{key} changed; {len(history)} run(s) for exactly these files failed (the last: "
+                        f"{settings.run_url(latest.run_id)}): not requested again (PIPELINE_LANDING_MAX_ATTEMPTS="
+                        f"{settings.landing_max_attempts}); fix the cause and re-run the day"
+                    )
+                    notes.append(note)
+                    if cursor.gave_up.get(key) != state.fingerprint:
+                        context.log.warning("%s %s", spec.name, note)
+                        cursor.gave_up[key] = state.fingerprint
+                    continue
+                attempt = len(history) + 1
+                context.log.info(
+                    "%s %s: the run for these files failed (%s): requesting it again (attempt %d of %d)",
+                    spec.name,
+                    key,
+                    latest.run_id,
+                    attempt,
+                    settings.landing_max_attempts,
+                )
             context.log.info(
                 "%s %s changed since it was loaded (now %d files, %d bytes, hours %s): requesting a re-run",
                 spec.name,
@@ -230,7 +286,7 @@ def build_landing_sensor(
             )
             requests.append(
                 RunRequest(
-                    run_key=f"landing:{spec.name}:{key}:{state.fingerprint}",
+                    run_key=landing_run_key(spec, key, state.fingerprint, attempt),
                     partition_key=key,
                     tags=day_tags("landing_sensor", PRIORITY_LANDING, **{FINGERPRINT_TAG: state.fingerprint}),
                 )
@@ -244,6 +300,7 @@ def build_landing_sensor(
             cursor.next_day = None
         keys = {day.isoformat() for day in window}
         cursor.requested = {day: value for day, value in cursor.requested.items() if day in keys}
+        cursor.gave_up = {day: value for day, value in cursor.gave_up.items() if day in keys}
         for note in notes:
             context.log.info("%s %s", spec.name, note)
         if requests:
