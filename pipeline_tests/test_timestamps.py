@@ -5,10 +5,13 @@ partition, and one stable check name per rule whatever the day.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
+from typing import Any
 
 import pytest
+from polars.series.string import StringNameSpace
 
-from pipeline.sources.timeformat import SUPPORTED, directives, has_year
+from pipeline.sources.timeformat import SUPPORTED, check_format, directives, has_year
 from pipeline_tests.parsing import parse, source, utc
 
 DAY = dt.date(2024, 3, 7)
@@ -169,3 +172,22 @@ def test_out_of_day_check_has_one_name_on_every_day():
 def test_has_year():
     assert [has_year(fmt) for fmt in ("%b %d %H:%M:%S", "%d/%m %H:%M", "%y-%m-%d", "%c", "epoch_ms", "%s")] == [
         False, False, True, True, True, True]  # fmt: skip
+
+
+def test_format_check_hides_only_polars_f_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe parse hides polars's `%f` warning (a literal `%%f` triggers it), nothing else."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_format("%Y-%m-%d %H:%M:%S %%f")
+    assert [warning.category for warning in caught] == []
+
+    # Any other warning raised while probing (here added around polars's real parse) gets through.
+    real_strptime = StringNameSpace.strptime
+
+    def strptime_that_also_warns(self: StringNameSpace, *args: Any, **kwargs: Any) -> Any:
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=2)
+        return real_strptime(self, *args, **kwargs)
+
+    monkeypatch.setattr(StringNameSpace, "strptime", strptime_that_also_warns)
+    with pytest.warns(UserWarning, match="an unrelated warning"):
+        check_format("%Y-%m-%d %H:%M:%S")

@@ -23,7 +23,7 @@ from typing import Any
 from pipeline.engine.lake.loads import SEALING_STATUSES, LoadRecord
 from pipeline.engine.landing import HOURS
 from pipeline.engine.landing_state import landing_state
-from pipeline.engine.objects import ObjectStore
+from pipeline.engine.objects import ObjectInfo, ObjectStore
 
 REPORT_PREFIX = "backfills"
 # Report statuses. The first three are final when written by the scan; `requested` waits for
@@ -339,13 +339,18 @@ def read_report(output: ObjectStore, key: str) -> CompletenessReport | None:
         return None
 
 
-def report_keys(output: ObjectStore, source: str) -> list[str]:
-    """Keys of every backfill stats manifest of a source, oldest window first."""
+def report_objects(output: ObjectStore, source: str) -> list[ObjectInfo]:
+    """Every backfill stats manifest of a source (key, size, version), oldest window first."""
     prefix = f"{REPORT_PREFIX}/{source}/"
-    keys = []
+    found = []
     for info in output.list(prefix):
         name = info.key[len(prefix) :]
         # Skip temporary files of an atomic write in progress (".name.json.xxxx.tmp").
         if name.endswith(".json") and "/" not in name and not name.startswith("."):
-            keys.append(info.key)
-    return sorted(keys)
+            found.append(info)
+    return sorted(found, key=lambda info: info.key)
+
+
+def report_keys(output: ObjectStore, source: str) -> list[str]:
+    """Keys of every backfill stats manifest of a source, oldest window first."""
+    return [info.key for info in report_objects(output, source)]

@@ -69,6 +69,11 @@ from pipeline.settings import env_number
 from pipeline.sources.spec import SourceSpec
 from pipeline.sources.version import definition_version
 
+# How long a run waits before its next day while the pool is paused, by default: a pause of a
+# working session (an operator looking into a backfill) passes; one forgotten overnight fails
+# the step with a sentence instead of holding a run slot forever.
+DEFAULT_PAUSE_TIMEOUT_S = 4 * 3600.0
+
 __all__ = [
     "HOURS_COMPLETE_CHECK",
     "QUARANTINE_RATE_CHECK",
@@ -118,6 +123,13 @@ class IngestConfig(Config):
         gt=0.0,
         description="While the lake_writers pool is paused (limit 0), how often to look whether it was resumed.",
     )
+    pause_timeout_s: float = Field(
+        default=env_number(os.environ, "PIPELINE_PAUSE_TIMEOUT_S", DEFAULT_PAUSE_TIMEOUT_S, 0.0),
+        ge=0.0,
+        description="How long a run waits before its next day while the lake_writers pool is paused; then the step "
+        "fails (re-run it once resumed) instead of holding its run slot forever "
+        "(default: PIPELINE_PAUSE_TIMEOUT_S or 4 hours).",
+    )
 
 
 def events_key(spec: SourceSpec) -> AssetKey:
@@ -135,11 +147,38 @@ def metrics_key(spec: SourceSpec) -> AssetKey:
     return AssetKey([spec.name, "daily_metrics"])
 
 
-def wait_while_paused(context: AssetExecutionContext, poll_s: float, before: str) -> float:
+def paused_too_long(before: str, waited_s: float, timeout_s: float) -> Failure:
+    """The failure that ends a step that waited `timeout_s` for the pause switch: which day it
+    stopped before and how to go on. Not retried: a retry would only wait again."""
+    resume = (
+        f"set the pool's limit back (`dagster instance concurrency set {LAKE_WRITERS_POOL} {DEFAULT_POOL_LIMIT}` or "
+        "UI > Deployment > Concurrency), then re-execute this run from failure or re-run the remaining days "
+        "(the days already loaded are kept)"
+    )
+    return Failure(
+        description=(
+            f"Paused too long: the {LAKE_WRITERS_POOL!r} pool is still paused (limit 0) after {waited_s:,.1f} s "
+            f"(pause_timeout_s={timeout_s:g}); stopped before {before}, the days before it are loaded. "
+            f"To resume: {resume}."
+        ),
+        metadata={
+            "pool": LAKE_WRITERS_POOL,
+            "stopped_before": before,
+            "waited_s": MetadataValue.float(waited_s),
+            "next_step": resume,
+        },
+        allow_retries=False,
+    )
+
+
+def wait_while_paused(
+    context: AssetExecutionContext, poll_s: float, before: str, timeout_s: float = DEFAULT_PAUSE_TIMEOUT_S
+) -> float:
     """Block while the lake_writers pool's limit is 0 (the pause switch); returns the seconds waited.
 
     Called between days, so a paused run finishes the day it is in and resumes exactly where
-    it stopped."""
+    it stopped. After `timeout_s` still paused it raises `paused_too_long`: a run waiting
+    forever would hold its run slot (and its place in a backfill) with nobody noticing."""
     if not is_paused(context.instance, LAKE_WRITERS_POOL):
         return 0.0
     started = last_log = time.monotonic()
@@ -152,7 +191,10 @@ def wait_while_paused(context: AssetExecutionContext, poll_s: float, before: str
         DEFAULT_POOL_LIMIT,
     )
     while is_paused(context.instance, LAKE_WRITERS_POOL):
-        time.sleep(poll_s)
+        elapsed = time.monotonic() - started
+        if elapsed >= timeout_s:
+            raise paused_too_long(before, elapsed, timeout_s)
+        time.sleep(min(poll_s, timeout_s - elapsed))
         if time.monotonic() - last_log >= 60:
             last_log = time.monotonic()
             context.log.info("still paused before %s (%.0f s)", before, last_log - started)
@@ -459,7 +501,12 @@ def build_source_assets(spec: SourceSpec, *, watch_run_worker: bool = False) -> 
         skipped: list[str] = []
         for position, day in enumerate(days, start=1):
             check_run_worker()
-            wait_while_paused(context, config.pause_poll_s, f"{spec.name} {day} (day {position} of {len(days)})")
+            wait_while_paused(
+                context,
+                config.pause_poll_s,
+                f"{spec.name} {day} (day {position} of {len(days)})",
+                timeout_s=config.pause_timeout_s,
+            )
             if not reload:
                 sealed, figures = recompute_daily_metrics(spec, day, lake=lake, run=run, log=context.log)
                 if sealed is not None and sealed.within_error_budget:

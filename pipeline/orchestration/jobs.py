@@ -15,6 +15,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetSelection,
     SensorDefinition,
+    SupersessionWarning,
     build_sensor_for_freshness_checks,
     build_time_partition_freshness_checks,
     define_asset_job,
@@ -43,8 +44,13 @@ def freshness_checks(spec: SourceSpec) -> list[AssetChecksDefinition]:
     """
     with warnings.catch_warnings():
         # Dagster marks the factory "superseded" by FreshnessPolicy, which cannot express
-        # "yesterday's partition exists"; the factory is still supported.
-        warnings.simplefilter("ignore")
+        # "yesterday's partition exists"; the factory is still supported. Only that warning is
+        # hidden: any other one raised here is news.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Function `build_time_partition_freshness_checks` is superseded",
+            category=SupersessionWarning,
+        )
         return list(
             build_time_partition_freshness_checks(
                 assets=[events_key(spec), metrics_key(spec)],
@@ -77,7 +83,12 @@ def freshness_sensor(checks: list[AssetChecksDefinition], settings: OperationsSe
     """`freshness_checks_sensor`: evaluates the freshness checks every 10 minutes (a check that
     already failed is re-evaluated by the run that materializes the missing day)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "superseded", as above
+        # "superseded", as above; only that warning.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Function `build_sensor_for_freshness_checks` is superseded",
+            category=SupersessionWarning,
+        )
         return build_sensor_for_freshness_checks(
             freshness_checks=checks, minimum_interval_seconds=600, default_status=settings.sensor_status
         )

@@ -72,6 +72,9 @@ class OperationsSettings:
     landing_days_per_tick: int = 7
     landing_runs_per_tick: int = 3
     landing_interval_s: int = 120
+    # Runs the landing sensor requests, at most, for the same files of a day (the first and its
+    # re-requests after a failure); then it says so once and leaves the day to an operator.
+    landing_max_attempts: int = 3
     # Completeness: the window scanned by the weekly schedule.
     completeness_window_days: int = 7
     # Auto-pause of a running backfill: share of its finished runs that failed (once at
@@ -115,6 +118,7 @@ class OperationsSettings:
             landing_days_per_tick=int(env_number(env, "PIPELINE_LANDING_DAYS_PER_TICK", 7, 1, 366)),
             landing_runs_per_tick=int(env_number(env, "PIPELINE_LANDING_RUNS_PER_TICK", 3, 1, 100)),
             landing_interval_s=int(env_number(env, "PIPELINE_LANDING_INTERVAL_S", 120, 5, 86400)),
+            landing_max_attempts=int(env_number(env, "PIPELINE_LANDING_MAX_ATTEMPTS", 3, 1, 100)),
             completeness_window_days=int(env_number(env, "PIPELINE_COMPLETENESS_WINDOW_DAYS", 7, 1, 93)),
             autopause_failed_run_share=env_number(env, "PIPELINE_AUTOPAUSE_FAILED_RUN_SHARE", 0.5, 0, 1),
             autopause_min_runs=int(env_number(env, "PIPELINE_AUTOPAUSE_MIN_RUNS", 4, 1, 10000)),

@@ -3,7 +3,9 @@
 - `S_landing_sensor` (per source): a day already loaded whose files changed since (a late
   file, a re-delivered file with new content, a removed file) is re-run, exactly that
   partition. Cursor-based (round robin over the look-back window, the fingerprint last
-  requested per day), bounded work per tick, idempotent run keys.
+  requested per day), bounded work per tick, idempotent run keys. A run that failed for a
+  day's files is requested again, up to `landing_max_attempts` runs per fingerprint (counted
+  in the run history); then the sensor says once, as a warning, that it gave up.
 - `completeness_reporter`: completes the weekly missing-hours manifests once their re-runs
   have ended, and sends every completeness message.
 - `notify_on_run_failure` / `notify_on_run_success`: the webhook messages for runs.
@@ -25,6 +27,7 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterLogManager,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -53,7 +56,7 @@ from pipeline.engine.completeness import (
     RunOutcome,
     finish_window,
     read_report,
-    report_keys,
+    report_objects,
     write_report,
 )
 from pipeline.engine.landing_state import landing_state
@@ -137,24 +140,33 @@ def _window(today: dt.date, lookback_days: int, first_day: dt.date) -> list[dt.d
 # -- landing sensor ------------------------------------------------------------------------
 @dataclass
 class LandingCursor:
-    """Where the round robin over the window resumes, and the landing fingerprint a run was
-    last requested for, per day (so the same content is never requested twice)."""
+    """Where the round robin over the window resumes, the landing fingerprint a run was last
+    requested for, per day (so the same content is not requested twice while its run is on its
+    way), and the fingerprint per day whose runs all failed and that was given up on (so that is
+    said once, not on every tick)."""
 
     next_day: str | None = None
     requested: dict[str, str] = field(default_factory=dict)
+    gave_up: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def loads(cls, text: str | None) -> LandingCursor:
         """Parse a cursor; a missing or unreadable one starts afresh (the scan is idempotent)."""
         try:
             document = json.loads(text) if text else {}
-            return cls(next_day=document.get("next_day"), requested=dict(document.get("requested", {})))
+            return cls(
+                next_day=document.get("next_day"),
+                requested=dict(document.get("requested", {})),
+                gave_up=dict(document.get("gave_up", {})),
+            )
         except (ValueError, AttributeError, TypeError):
             return cls()
 
     def dumps(self) -> str:
         """Serialise."""
-        return json.dumps({"next_day": self.next_day, "requested": self.requested}, sort_keys=True)
+        return json.dumps(
+            {"next_day": self.next_day, "requested": self.requested, "gave_up": self.gave_up}, sort_keys=True
+        )
 
     def scan_order(self, window: list[dt.date]) -> list[dt.date]:
         """The window, starting at the day where the last tick stopped."""
@@ -175,6 +187,20 @@ def active_days(instance: DagsterInstance, spec: SourceSpec) -> set[str]:
     return days
 
 
+def fingerprint_runs(instance: DagsterInstance, spec: SourceSpec, day: str, fingerprint: str) -> list[DagsterRun]:
+    """The runs of a source's day requested for exactly these landing files, newest first (the
+    run history, not the cursor, counts the attempts: it survives a reset cursor)."""
+    runs = instance.get_runs(RunsFilter(tags={FINGERPRINT_TAG: fingerprint, PARTITION_TAG: day}))
+    return [run for run in runs if run_sources(run, [spec])]
+
+
+def landing_run_key(spec: SourceSpec, day: str, fingerprint: str, attempt: int) -> str:
+    """The run key of the landing sensor's request for a day's files: one per attempt (Dagster
+    launches a run key once; the first attempt keeps the key earlier versions used)."""
+    key = f"landing:{spec.name}:{day}:{fingerprint}"
+    return key if attempt == 1 else f"{key}:attempt{attempt}"
+
+
 def build_landing_sensor(
     spec: SourceSpec, job: UnresolvedAssetJobDefinition, settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -188,7 +214,8 @@ def build_landing_sensor(
         description=f"Re-runs a day of `{spec.name}` (within the last {settings.landing_lookback_days} days) "
         "that was already loaded and whose files changed since: a late file, a re-delivered file with new "
         f"content, a removed file. At most {settings.landing_days_per_tick} days listed and "
-        f"{settings.landing_runs_per_tick} runs requested per tick.",
+        f"{settings.landing_runs_per_tick} runs requested per tick; a failed run is requested again, up to "
+        f"{settings.landing_max_attempts} runs for the same files.",
     )
     def landing_sensor(context: SensorEvaluationContext, pipeline: PipelineResource) -> SensorResult:
         today = clock().astimezone(dt.UTC).date()
@@ -216,9 +243,39 @@ def build_landing_sensor(
             if key in busy:
                 notes.append(f"{key} changed but a run is already queued or running for it")
                 continue
-            if cursor.requested.get(key) == state.fingerprint:
-                notes.append(f"{key} changed; a run for exactly these files was already requested")
-                continue
+            attempt = 1
+            history = fingerprint_runs(context.instance, spec, key, state.fingerprint)
+            if history or cursor.requested.get(key) == state.fingerprint:
+                latest = history[0] if history else None
+                failed = (
+                    latest is not None
+                    and latest.status == DagsterRunStatus.FAILURE
+                    and not latest.is_complete_and_waiting_to_retry
+                )
+                if not failed:
+                    # Not launched yet, still going, succeeded or cancelled: nothing to retry.
+                    notes.append(f"{key} changed; a run for exactly these files was already requested")
+                    continue
+                if len(history) >= settings.landing_max_attempts:
+                    note = (
+                        f"{key} changed; {len(history)} run(s) for exactly these files failed (the last: "
+                        f"{settings.run_url(latest.run_id)}): not requested again (PIPELINE_LANDING_MAX_ATTEMPTS="
+                        f"{settings.landing_max_attempts}); fix the cause and re-run the day"
+                    )
+                    notes.append(note)
+                    if cursor.gave_up.get(key) != state.fingerprint:
+                        context.log.warning("%s %s", spec.name, note)
+                        cursor.gave_up[key] = state.fingerprint
+                    continue
+                attempt = len(history) + 1
+                context.log.info(
+                    "%s %s: the run for these files failed (%s): requesting it again (attempt %d of %d)",
+                    spec.name,
+                    key,
+                    latest.run_id,
+                    attempt,
+                    settings.landing_max_attempts,
+                )
             context.log.info(
                 "%s %s changed since it was loaded (now %d files, %d bytes, hours %s): requesting a re-run",
                 spec.name,
@@ -229,7 +286,7 @@ def build_landing_sensor(
             )
             requests.append(
                 RunRequest(
-                    run_key=f"landing:{spec.name}:{key}:{state.fingerprint}",
+                    run_key=landing_run_key(spec, key, state.fingerprint, attempt),
                     partition_key=key,
                     tags=day_tags("landing_sensor", PRIORITY_LANDING, **{FINGERPRINT_TAG: state.fingerprint}),
                 )
@@ -243,6 +300,7 @@ def build_landing_sensor(
             cursor.next_day = None
         keys = {day.isoformat() for day in window}
         cursor.requested = {day: value for day, value in cursor.requested.items() if day in keys}
+        cursor.gave_up = {day: value for day, value in cursor.gave_up.items() if day in keys}
         for note in notes:
             context.log.info("%s %s", spec.name, note)
         if requests:
@@ -277,6 +335,22 @@ def window_outcomes(
     return outcomes, pending, missing
 
 
+def load_finished_reports(text: str | None, log: logging.Logger | DagsterLogManager = logger) -> dict[str, str]:
+    """The completeness reporter's cursor: manifest key -> the version last seen finished. An
+    unreadable one is logged and treated as empty (every manifest is read once more; a finished
+    one is not sent again, its notification is recorded in it)."""
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not all(isinstance(value, str) for value in document.values()):
+        log.warning("completeness_reporter: unreadable cursor %r; reading every manifest once", text[:200])
+        return {}
+    return document
+
+
 def build_completeness_reporter(
     specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -296,11 +370,22 @@ def build_completeness_reporter(
         # The manifest itself is the state: a report is finished once its status is final and
         # its notification is recorded. A rescan of the same window rewrites the manifest with no
         # notification, so it is reported again. (One small manifest per source and week.)
+        # The cursor remembers the version of each manifest last seen finished, so a tick reads
+        # only manifests that are new, rewritten, or still waiting: not every one ever written.
+        finished = load_finished_reports(context.cursor, context.log)
+        seen: dict[str, str] = {}
         done: list[str] = []
         for spec in specs:
-            for key in report_keys(output, spec.name):
-                report = read_report(output, key)
-                if report is None or (report.status != REQUESTED and report.notification is not None):
+            for info in report_objects(output, spec.name):
+                if info.version and finished.get(info.key) == info.version:
+                    seen[info.key] = info.version
+                    continue
+                report = read_report(output, info.key)
+                if report is None:
+                    continue
+                if report.status != REQUESTED and report.notification is not None:
+                    if info.version:
+                        seen[info.key] = info.version
                     continue
                 if report.status == REQUESTED:
                     outcomes, pending, missing = window_outcomes(context.instance, report.window_id, report.rerun_days)
@@ -317,11 +402,14 @@ def build_completeness_reporter(
                 report.notification = f"sent {stamp}" if sent else "disabled: PIPELINE_NOTIFY_WEBHOOK_URL unset"
                 write_report(output, report)
                 done.append(report.message)
+        # Manifests written by this tick get a new version: the next tick reads each once more,
+        # sees it finished and records it (a rescan racing this tick is never taken for ours).
+        cursor = json.dumps(seen, sort_keys=True)
         if not done:
-            return SensorResult(skip_reason=SkipReason("no completeness manifest to finish or send"))
+            return SensorResult(skip_reason=SkipReason("no completeness manifest to finish or send"), cursor=cursor)
         for message in done:
             context.log.info(message)
-        return SensorResult()
+        return SensorResult(cursor=cursor)
 
     return completeness_reporter
 
@@ -556,6 +644,24 @@ def expected_day(now: dt.datetime) -> dt.date:
     return now.date() - dt.timedelta(days=1 if now.time() >= FRESHNESS_DEADLINE else 2)
 
 
+def load_alert_cursor(text: str | None, log: logging.Logger | DagsterLogManager = logger) -> dict[str, str]:
+    """The freshness alert's cursor (source -> the last day alerted); one that cannot be read
+    is logged and treated as empty: at worst a day is alerted once more, and the tick goes on."""
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        log.warning("freshness_alert: unreadable cursor %r (%s); starting afresh", text[:200], error)
+        return {}
+    if not isinstance(document, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in document.items()
+    ):
+        log.warning("freshness_alert: cursor %r is not a map of source to day; starting afresh", text[:200])
+        return {}
+    return document
+
+
 def build_freshness_alert(
     specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -570,7 +676,7 @@ def build_freshness_alert(
     )
     def freshness_alert(context: SensorEvaluationContext) -> SensorResult:
         notifier = Notifier.from_settings(settings)
-        alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        alerted = load_alert_cursor(context.cursor, context.log)
         if not notifier.enabled:
             return SensorResult(skip_reason=SkipReason("PIPELINE_NOTIFY_WEBHOOK_URL is unset"), cursor=context.cursor)
         day = expected_day(clock())

@@ -18,6 +18,7 @@ import re
 import warnings
 
 import polars as pl
+from polars.exceptions import ChronoFormatWarning
 
 # Epoch formats and the unit of the number they read.
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
@@ -85,7 +86,11 @@ def check_format(fmt: str) -> None:
     # Some combinations are refused by polars itself when it parses (e.g. an hour without
     # minutes): find out now, not on the first batch.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # polars warns about any `%f` in the text, even a literal `%%f` (a real `%f` is refused
+        # above, with a better hint); any other warning raised here is news.
+        warnings.filterwarnings(
+            "ignore", message=r"Detected the pattern `\.?%f` in the chrono format string", category=ChronoFormatWarning
+        )
         try:
             pl.Series(["2000-01-01"]).str.strptime(pl.Datetime("us"), fmt, strict=False)
         except pl.exceptions.PolarsError as error:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, ClassVar
 
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 from deltalake import DeltaTable, Field
 
 from pipeline.cli.generate import generate_landing_zone
+from pipeline.engine.completeness import COMPLETE, CompletenessReport, write_report
+from pipeline.engine.objects import LocalObjectStore, ObjectStore
 from pipeline.orchestration.operations import OperationsSettings
+from pipeline.orchestration.resources import PipelineResource
 from pipeline.orchestration.sensors import build_completeness_reporter
+from pipeline.settings import Settings
 from pipeline.sources import configured_sources
 from pipeline_tests.conftest import PipelineEnv, day, materialize_range
 from pipeline_tests.ops.conftest import Webhook, execute_request, pipeline_resource
@@ -204,3 +208,69 @@ def test_a_failed_or_unlaunched_rerun_is_reported(
     assert (manifest["status"], manifest["hours_recovered"]) == ("incomplete", 1)
     outcomes = {entry["day"]: entry["outcome"] for entry in manifest["days"] if entry["rerun"]}
     assert outcomes == {"2024-01-21": "loaded", "2024-01-23": "failed", "2024-01-25": "not_run"}
+
+
+class ReadCountingStore(LocalObjectStore):
+    """The output folder, counting the manifests opened (what the reporter reads per tick)."""
+
+    opened: ClassVar[list[str]] = []
+
+    def open(self, key: str) -> BinaryIO:
+        ReadCountingStore.opened.append(key)
+        return super().open(key)
+
+
+class ReadCountingPipeline(PipelineResource):
+    """The `pipeline` resource with its output store counting reads."""
+
+    def output(self) -> ObjectStore:
+        return ReadCountingStore(Path(self.output_url))
+
+
+def counted_tick(hook: Webhook, instance: DagsterInstance, cursor: str | None) -> tuple[Any, list[str]]:
+    """One reporter tick; its result and the manifests it read."""
+    ReadCountingStore.opened.clear()
+    sensor = build_completeness_reporter(
+        [configured_sources()["access"]], OperationsSettings(webhook_url=hook.url), clock=lambda: TICK
+    )
+    resources = {"pipeline": ReadCountingPipeline.from_settings(Settings.from_env())}
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        result = sensor(context)
+    return result, list(ReadCountingStore.opened)
+
+
+def test_a_tick_reads_only_manifests_new_or_changed_since_its_cursor(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, webhook: Webhook
+) -> None:
+    """Finished manifests pile up (one per source and week, forever): a tick must not read them
+    all again; a new manifest, or one a rescan rewrote, is still read and sent."""
+    output = LocalObjectStore(pipeline_env.output)
+    weeks = [day("2023-01-02") + dt.timedelta(weeks=week) for week in range(10)]
+
+    def scanned(start: dt.date) -> CompletenessReport:
+        end = start + dt.timedelta(days=6)
+        return CompletenessReport("access", start.isoformat(), end.isoformat(), COMPLETE, [], TICK.isoformat())
+
+    keys = [write_report(output, scanned(start)).removeprefix(f"{pipeline_env.output}/") for start in weeks]
+
+    first, read = counted_tick(webhook, instance, None)
+    assert sorted(read) == keys and len(webhook.messages) == 10
+    # The manifests it just wrote (notification recorded) are read once more, found finished.
+    second, read = counted_tick(webhook, instance, first.cursor)
+    assert sorted(read) == keys and len(webhook.messages) == 10
+    third, read = counted_tick(webhook, instance, second.cursor)
+    assert read == [] and third.skip_reason is not None
+
+    # A new week, and a rescan of an old one (rewritten with no notification): exactly those are read and sent.
+    new = write_report(output, scanned(day("2023-03-13"))).removeprefix(f"{pipeline_env.output}/")
+    write_report(output, scanned(weeks[3]))
+    fourth, read = counted_tick(webhook, instance, third.cursor)
+    assert sorted(read) == sorted([new, keys[3]])
+    assert webhook.texts()[10:] == [
+        "access: No missing hours in 2023-01-23..29.",
+        "access: No missing hours in 2023-03-13..19.",
+    ]
+    fifth, read = counted_tick(webhook, instance, fourth.cursor)
+    assert sorted(read) == sorted([new, keys[3]])
+    assert counted_tick(webhook, instance, fifth.cursor)[1] == []
+    assert len(webhook.messages) == 12

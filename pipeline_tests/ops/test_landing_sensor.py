@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, build_sensor_context
 from dagster._core.test_utils import create_run_for_test
+from deltalake import DeltaTable, Field
 
 from pipeline.cli.generate import generate_landing_zone
 from pipeline.orchestration.jobs import daily_job, freshness_checks
@@ -226,3 +228,60 @@ def test_days_loaded_before_fingerprints_compare_files_and_bytes(
     assert latest["landing_fingerprint"] == request.tags["pipeline/landing_fingerprint"]
     assert requested(tick(sensor, instance, changed.cursor)) == []
     assert requested(tick(sensor, instance, None)) == []
+
+
+def test_a_failed_rerun_is_requested_again_up_to_the_attempt_limit(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Fault: the re-run of a day with a late file fails (someone added a column to the Delta
+    table by hand). Expected: a later tick requests the day again, under a new run key, until
+    `landing_max_attempts` runs for those files have failed; then the sensor says so (a warning
+    once, a note on every tick) instead of forgetting the day silently."""
+    loaded_landing(pipeline_env, instance)
+    write_log(
+        pipeline_env.landing / "access/dt=2024-01-17/hour=23/late.log",
+        [LINE.format(n=1, day="17/Jan/2024", hour=23)],
+    )
+    DeltaTable(str(pipeline_env.lake / "access" / "events")).alter.add_columns(
+        [Field("surprise", "integer", nullable=True)]
+    )
+    sensor = landing_sensor(landing_max_attempts=2)
+    defs = pipeline_env.definitions()
+
+    first = tick(sensor, instance, None)
+    [request] = first.run_requests
+    fingerprint = request.tags["pipeline/landing_fingerprint"]
+    assert request.run_key == f"landing:access:2024-01-17:{fingerprint}"
+    # Before its run exists, it is not requested twice.
+    assert requested(tick(sensor, instance, first.cursor)) == []
+    assert not execute_request(defs, instance, request).success
+
+    second = tick(sensor, instance, first.cursor)
+    [again] = second.run_requests
+    assert (again.partition_key, again.run_key) == ("2024-01-17", f"landing:access:2024-01-17:{fingerprint}:attempt2")
+    assert again.tags == request.tags
+    failed = execute_request(defs, instance, again)
+    assert not failed.success
+
+    capfd.readouterr()
+    third = tick(sensor, instance, second.cursor)
+    assert requested(third) == []
+    note = (
+        "2024-01-17 changed; 2 run(s) for exactly these files failed (the last: "
+        f"http://127.0.0.1:3000/runs/{failed.run_id}): not requested again (PIPELINE_LANDING_MAX_ATTEMPTS=2); "
+        "fix the cause and re-run the day"
+    )
+    assert note in third.skip_reason.skip_message
+    assert capfd.readouterr().err.count(f"WARNING - access {note}") == 1
+    # Said once as a warning; every later tick still shows it in its skip reason.
+    fourth = tick(sensor, instance, third.cursor)
+    assert requested(fourth) == [] and note in fourth.skip_reason.skip_message
+    assert "WARNING - access" not in capfd.readouterr().err
+    # New files for the day are new work: requested at once (their own attempts).
+    write_log(
+        pipeline_env.landing / "access/dt=2024-01-17/hour=22/later.log",
+        [LINE.format(n=2, day="17/Jan/2024", hour=22)],
+    )
+    [fresh] = tick(sensor, instance, fourth.cursor).run_requests
+    assert fresh.tags["pipeline/landing_fingerprint"] != fingerprint
+    assert fresh.run_key == f"landing:access:2024-01-17:{fresh.tags['pipeline/landing_fingerprint']}"
