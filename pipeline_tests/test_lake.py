@@ -394,3 +394,26 @@ def test_retention_is_never_shorter_than_the_oldest_run_in_progress() -> None:
     assert retention_hours(settings, None, now) == 12
     assert retention_hours(settings, now - dt.timedelta(hours=30), now) == 31
     assert retention_hours(OperationsSettings(), now - dt.timedelta(hours=2), now) == 168
+
+
+@pytest.mark.parametrize("table", ["events", "loads"])
+def test_a_corrupt_table_log_leaves_the_other_tables_readable_and_says_what_is_wrong(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, table: str
+) -> None:
+    """Fault: the newest Delta log entry of one table of `app` is overwritten with junk (a
+    broken disk, a bad manual edit). Expected: every other source still reads; `app`'s
+    tables, when queried, fail with a sentence naming the table and the error; the warning is
+    in `pipeline_lake.warnings`."""
+    generate_landing_zone(pipeline_env.landing, [day("2024-01-15")], lines_per_hour=10)
+    materialize_range(pipeline_env.definitions(), instance, "2024-01-15")
+    (access_rows,) = pipeline_env.query("SELECT count(*) FROM access.events")[0]
+    log = sorted((pipeline_env.lake / "app" / table / "_delta_log").glob("*.json"))[-1]
+    log.write_text("{ this is not a delta log entry\n")
+
+    assert pipeline_env.query("SELECT count(*) FROM access.events") == [(access_rows,)]
+    with pytest.raises(Exception, match=rf"app is unreadable: app.{table}: .*; re-run after repairing"):
+        pipeline_env.query("SELECT count(*) FROM app.events")
+    with pytest.raises(Exception, match="app is unreadable"):
+        pipeline_env.query("SELECT count(*) FROM app.loads")
+    [(source, warning)] = pipeline_env.query("SELECT source, warning FROM pipeline_lake.warnings")
+    assert source == "app" and warning.startswith(f"app is unreadable: app.{table}: ")

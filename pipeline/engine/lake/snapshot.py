@@ -48,6 +48,15 @@ logger = logging.getLogger(__name__)
 AsOf = int | dt.datetime | None
 
 
+class UnreadableTable(Exception):
+    """A table of a source whose Delta log cannot be read (a corrupt or hand-edited entry)."""
+
+    def __init__(self, table: str, error: BaseException) -> None:
+        # The first line only: delta-rs appends a Rust backtrace when RUST_BACKTRACE is set.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        super().__init__(f"{table}: {reason}")
+
+
 def expected_rows(record: LoadRecord, table: str) -> int:
     """How many rows the sealing load left in `table` for its day."""
     return {"events": record.rows_loaded, "dlq": record.rows_quarantined, "daily_metrics": record.metrics_rows}[table]
@@ -131,6 +140,8 @@ class SourceSnapshot:
             delta_table = self.tables.open(table, version=version)
         except TableNotFoundError:
             return None
+        except DeltaError as error:
+            raise UnreadableTable(f"{self.spec.name}.{table}", error) from error
         if version is None and self.as_of is not None:
             try:
                 delta_table.load_as_version(self.as_of)
@@ -227,8 +238,25 @@ def connect(
     connection = connection if connection is not None else duckdb.connect()
     warnings: list[tuple[str, str]] = []
     for spec in specs:
-        snapshot = SourceSnapshot(SourceTables(location, spec), as_of=as_of)
         connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.name}"')
+        try:
+            snapshot = SourceSnapshot(SourceTables(location, spec), as_of=as_of)
+        except UnreadableTable as error:
+            # One broken table must not take every other source down with it: this source's
+            # views fail, when queried, with the reason; the others read as usual.
+            problem = (
+                f"{spec.name} is unreadable: {error}; re-run after repairing or restoring that table's _delta_log "
+                "(its tables are not shown, so that no day is shown half-replaced)"
+            )
+            logger.warning("%s", problem)
+            warnings.append((spec.name, problem))
+            quoted = problem.replace("'", "''")
+            for table in (*DATA_TABLES, "loads"):
+                connection.execute(
+                    f'CREATE OR REPLACE VIEW "{spec.name}".{table} AS SELECT * FROM (SELECT 1 AS unreadable) '
+                    f"WHERE error('{quoted}') IS NULL"
+                )
+            continue
         for table in (*DATA_TABLES, "loads"):
             name = f"__lake_{spec.name}_{table}"
             connection.register(name, snapshot.dataset(table))
@@ -255,4 +283,4 @@ def day_dataset(tables: SourceTables, table: str, day: dt.date, version: int) ->
     return files_dataset(tables.location, tables.uri(table), tables.schemas[table], paths)
 
 
-__all__ = ["AsOf", "DayFiles", "SourceSnapshot", "connect", "day_dataset", "files_by_day"]
+__all__ = ["AsOf", "DayFiles", "SourceSnapshot", "UnreadableTable", "connect", "day_dataset", "files_by_day"]
