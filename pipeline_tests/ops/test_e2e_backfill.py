@@ -58,22 +58,10 @@ def assert_no_writer_conflict(deployment: Deployment, run_ids: list[str]) -> Non
         assert not [text for text in texts if any(word in text for word in CONFLICT_WORDS)], run_id
 
 
-def most_at_once(records: list[RunRecord]) -> int:
-    """The most runs that were in progress at the same moment (from their start and end times)."""
-    moments = sorted(
-        [(record.start_time, 1) for record in records] + [(record.end_time, -1) for record in records],
-        key=lambda moment: (moment[0], moment[1]),  # an end at the very moment of a start comes first
-    )
-    running = peak = 0
-    for _, change in moments:
-        running += change
-        peak = max(peak, running)
-    return peak
-
-
 def assert_pool_respected(instance: Any, records: list[RunRecord]) -> None:
-    """Every run was counted in the `lake_writers` pool, never more of them ran at once than its
-    limit (2), and no slot is left claimed or waited for."""
+    """Every run was counted in the `lake_writers` pool and no slot is left claimed or waited for.
+    (That no more than its limit, 2, run at once cannot show with these two runs: the pause test
+    proves it with three.)"""
     for record in records:
         concurrency = record.dagster_run.run_op_concurrency
         assert concurrency is not None, record.dagster_run.run_id
@@ -81,8 +69,6 @@ def assert_pool_respected(instance: Any, records: list[RunRecord]) -> None:
         assert record.start_time is not None and record.end_time is not None, record
     info = instance.event_log_storage.get_concurrency_info(LAKE_WRITERS_POOL)
     assert (info.limit, info.claimed_slots, info.pending_steps) == (DEFAULT_POOL_LIMIT, [], [])
-    assert DEFAULT_POOL_LIMIT == 2
-    assert most_at_once(records) <= info.limit
 
 
 @pytest.mark.e2e
