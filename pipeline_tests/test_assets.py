@@ -465,6 +465,23 @@ def test_a_transient_day_failure_is_retried_and_says_so(retries_left: int, next_
     assert failure.metadata["earlier_days_loaded"].value == 3
 
 
+def test_a_day_failure_sentence_leaves_out_the_rust_backtrace_of_a_delta_error() -> None:
+    """delta-rs appends a Rust backtrace to its errors when RUST_BACKTRACE is set (it is on this
+    machine): the sentence an operator reads names the error, not 40 lines of frames."""
+    from deltalake.exceptions import DeltaError
+
+    from pipeline.orchestration.assets import DayFailed
+    from pipeline.sources import configured_sources
+
+    error = DeltaError("Kernel error: Json error: unexpected 't'\n   0: <unknown>\n   1: deltalake::table::load\n")
+    failure = DayFailed(configured_sources()["access"], DAYS[0], 0, error, None, retries_left=0)
+    assert failure.description is not None
+    assert failure.description.startswith(
+        "access 2024-01-15 failed: DeltaError: Kernel error: Json error: unexpected 't'. Nothing of 2024-01-15 changed"
+    )
+    assert failure.metadata["error"].value == "DeltaError: Kernel error: Json error: unexpected 't'"
+
+
 def test_rerun_over_budget_marks_the_days_metrics_removed(pipeline_env: PipelineEnv, instance: DagsterInstance) -> None:
     """The runbook's UI path re-runs `S/events` + `S/dlq` only: when the re-delivered day is over
     budget its metrics row is removed, and `S/daily_metrics` of that day says so (an observation

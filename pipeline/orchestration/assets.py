@@ -37,6 +37,7 @@ from dagster import (
 from pydantic import Field
 
 from pipeline.engine.ingest import IngestOptions, RunInfo, ingest_partition, recompute_daily_metrics
+from pipeline.engine.lake.errors import error_text
 from pipeline.engine.lake.loads import LoadRecord
 from pipeline.engine.lake.tables import SourceTables
 from pipeline.engine.reader import DEFAULT_CHUNK_BYTES
@@ -280,7 +281,7 @@ class DayFailed(Failure):
         retries_left: int,
     ) -> None:
         transient = is_transient(error)
-        reason = f"{type(error).__name__}: {error}"
+        reason = error_text(error)
         if transient and retries_left > 0:
             next_step = (
                 f"nothing yet: the error is transient, the step is retried automatically ({retries_left} retry(ies) "

@@ -137,4 +137,16 @@ def _last_cause(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-__all__ = ["lake_storage_error"]
+# A Rust backtrace as delta-rs appends it to its errors when RUST_BACKTRACE is set: frame lines
+# "   0: <unknown>" / "  12: deltalake::...", from the first frame on.
+_RUST_BACKTRACE = re.compile(r"\n\s*0: (?:<unknown>|\S*::).*", re.S)
+
+
+def error_text(error: BaseException) -> str:
+    """`Type: message` of an error for a sentence an operator reads, without the Rust backtrace
+    delta-rs appends when `RUST_BACKTRACE` is set (the traceback stays in the run's log)."""
+    message = _RUST_BACKTRACE.sub("", _ANSI.sub("", str(error))).rstrip()
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+__all__ = ["error_text", "lake_storage_error"]
