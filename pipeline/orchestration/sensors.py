@@ -335,18 +335,22 @@ def window_outcomes(
     return outcomes, pending, missing
 
 
-def load_finished_reports(text: str | None, log: logging.Logger | DagsterLogManager = logger) -> dict[str, str]:
-    """The completeness reporter's cursor: manifest key -> the version last seen finished. An
-    unreadable one is logged and treated as empty (every manifest is read once more; a finished
-    one is not sent again, its notification is recorded in it)."""
+def read_map_cursor(
+    text: str | None, sensor: str, consequence: str, log: logging.Logger | DagsterLogManager = logger
+) -> dict[str, str]:
+    """A sensor's cursor that is a JSON map of strings. One that cannot be read (not JSON, not a
+    map of strings) is logged as a warning saying `consequence`, and treated as empty: the tick
+    goes on, never crashes."""
     if not text:
         return {}
     try:
         document = json.loads(text)
     except ValueError:
         document = None
-    if not isinstance(document, dict) or not all(isinstance(value, str) for value in document.values()):
-        log.warning("completeness_reporter: unreadable cursor %r; reading every manifest once", text[:200])
+    if not isinstance(document, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in document.items()
+    ):
+        log.warning("%s: unreadable cursor %r; %s", sensor, text[:200], consequence)
         return {}
     return document
 
@@ -372,7 +376,9 @@ def build_completeness_reporter(
         # notification, so it is reported again. (One small manifest per source and week.)
         # The cursor remembers the version of each manifest last seen finished, so a tick reads
         # only manifests that are new, rewritten, or still waiting: not every one ever written.
-        finished = load_finished_reports(context.cursor, context.log)
+        # manifest key -> the version last seen finished; unreadable: every manifest is read once
+        # more (a finished one is not sent again: its notification is recorded in it).
+        finished = read_map_cursor(context.cursor, "completeness_reporter", "reading every manifest once", context.log)
         seen: dict[str, str] = {}
         done: list[str] = []
         for spec in specs:
@@ -644,24 +650,6 @@ def expected_day(now: dt.datetime) -> dt.date:
     return now.date() - dt.timedelta(days=1 if now.time() >= FRESHNESS_DEADLINE else 2)
 
 
-def load_alert_cursor(text: str | None, log: logging.Logger | DagsterLogManager = logger) -> dict[str, str]:
-    """The freshness alert's cursor (source -> the last day alerted); one that cannot be read
-    is logged and treated as empty: at worst a day is alerted once more, and the tick goes on."""
-    if not text:
-        return {}
-    try:
-        document = json.loads(text)
-    except ValueError as error:
-        log.warning("freshness_alert: unreadable cursor %r (%s); starting afresh", text[:200], error)
-        return {}
-    if not isinstance(document, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in document.items()
-    ):
-        log.warning("freshness_alert: cursor %r is not a map of source to day; starting afresh", text[:200])
-        return {}
-    return document
-
-
 def build_freshness_alert(
     specs: Sequence[SourceSpec], settings: OperationsSettings, clock: Clock = utc_now
 ) -> SensorDefinition:
@@ -676,7 +664,8 @@ def build_freshness_alert(
     )
     def freshness_alert(context: SensorEvaluationContext) -> SensorResult:
         notifier = Notifier.from_settings(settings)
-        alerted = load_alert_cursor(context.cursor, context.log)
+        # source -> the last day alerted; unreadable: at worst a day is alerted once more.
+        alerted = read_map_cursor(context.cursor, "freshness_alert", "starting afresh", context.log)
         if not notifier.enabled:
             return SensorResult(skip_reason=SkipReason("PIPELINE_NOTIFY_WEBHOOK_URL is unset"), cursor=context.cursor)
         day = expected_day(clock())
