@@ -67,6 +67,21 @@ def test_quoted_bracketed_and_escaped_columns(line, request_text, agent):
     ]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "polars"])
+def test_a_quoted_value_that_starts_with_a_bracket_keeps_it(native: bool) -> None:
+    """Brackets are removed only from a bracketed column: `"[a] b"` is the value `[a] b` (the
+    polars path once took the brackets off quoted values too, cutting `[x]` to `x`)."""
+    from unittest import mock
+
+    from pipeline.engine.formats import delimited
+
+    line = b'o [01/Mar/2024:10:00:00 +0000] 1.2.3.4 "[a] b" 200 "[x]"\n'
+    with mock.patch.object(delimited, "native_tokenizer", delimited.native_tokenizer if native else lambda: None):
+        result = parse(S3_LIKE, line, DAY)
+    assert result.quarantined.is_empty(), result.reason_texts()
+    assert result.rows("request", "agent") == [(1, "[a] b", "[x]")]
+
+
 def test_lines_that_cannot_be_split_are_quarantined():
     lines = [
         'o [01/Mar/2024:10:00:00 +0000] 1.2.3.4 "GET / 200 x',  # quote never closes

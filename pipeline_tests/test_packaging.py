@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from pipeline_tests.conftest import PROJECT_ROOT
 
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+# Without the tokenizer built in place: the wheel build must compile it itself.
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "*.so")
 
 
 @pytest.mark.timeout(300)  # a wheel build in an isolated environment: ~5-20 s
@@ -42,5 +46,48 @@ def test_the_wheel_ships_pipeline_with_its_data_and_without_the_tests(tmp_path: 
     }
     assert {"pipeline/engine/__init__.py", "pipeline/engine/ingest.py", "pipeline/engine/lake/__init__.py"} <= expected
     assert {path.parent.as_posix() + "/__init__.py" for path in map(Path, expected)} <= expected
-    # The built-in source definitions and presets, read from beside their module at run time.
-    assert packaged == expected | {"pipeline/sources/sources.yaml", "pipeline/sources/presets.yaml"}
+    # The built-in source definitions and presets, read from beside their module at run time, and
+    # the native tokenizer, compiled by the build for this interpreter (its C source stays out).
+    built = {"pipeline/sources/sources.yaml", "pipeline/sources/presets.yaml",
+             "pipeline/engine/formats/_tokenizer" + sysconfig.get_config_var("EXT_SUFFIX")}  # fmt: skip
+    assert packaged == expected | built
+
+
+@pytest.mark.timeout(300)
+def test_without_a_c_compiler_the_install_goes_on_without_the_native_tokenizer(tmp_path: Path) -> None:
+    """A machine without a C compiler (CC fails). Expected: the wheel still builds, without the
+    compiled tokenizer; the `delimited` format then takes its polars path (same rows:
+    reliability/test_format_properties.py) and says so once in the log."""
+    source = tmp_path / "project"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, source / name)
+    shutil.copytree(PROJECT_ROOT / "pipeline", source / "pipeline", ignore=IGNORED)
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=280,
+        env={**os.environ, "CC": "false", "LDSHARED": "false"},
+    )
+    [wheel] = dist.glob("log_pipeline-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pipeline/engine/formats/delimited.py" in names
+    assert not [name for name in names if "_tokenizer" in name]
+
+
+def test_a_missing_native_tokenizer_is_logged_and_the_polars_path_used(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.engine import formats
+    from pipeline.engine.formats.delimited import native_tokenizer
+
+    with monkeypatch.context() as patched:
+        # As on a machine where it was not compiled: the import fails.
+        patched.delattr(formats, "_tokenizer", raising=False)
+        patched.setitem(sys.modules, "pipeline.engine.formats._tokenizer", None)
+        assert native_tokenizer.__wrapped__() is None
+    assert "the native tokenizer of `delimited` is not built" in caplog.text
+    with mock.patch.dict(os.environ, {"PIPELINE_NATIVE_TOKENIZER": "0"}):
+        assert native_tokenizer.__wrapped__() is None

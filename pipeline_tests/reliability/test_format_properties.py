@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 
 import polars as pl
 import pytest
@@ -199,24 +200,21 @@ test_mixed_lines_delimited = _mixed_lines("delimited")
 test_mixed_lines_w3c = _mixed_lines("w3c")
 
 
-# The quote-splitting path of quoted delimited layouts (`DelimitedRecords._split_quoted`) must
-# give exactly the columns of the column regex (`_split_by_pattern`), the reference.
-QUOTED_LAYOUTS = [(" ", '"', "\\"), (" ", '"', '"'), ("\t", '"', None), (",", "'", "\\")]
+# Every fast splitter of delimited layouts must give exactly the columns of the column regex
+# (`DelimitedRecords._split_by_pattern`, the reference): the native tokenizer (`_tokenizer.c`,
+# every ASCII layout) and the polars quote-splitting path (`_split_quoted`, its fallback for
+# quoted layouts without brackets).
+LAYOUTS = [
+    (" ", '"', "\\", None), (" ", '"', '"', None), ("\t", '"', None, None), (",", "'", "\\", None),
+    (" ", '"', "\\", "[]"), (" ", None, None, "[]"), ("|", '"', '"', "<>"), (" ", '"', None, "[]"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("separator", "quote", "escape"), QUOTED_LAYOUTS)
-@PROPERTY_SETTINGS
-@given(data=st.data())
-def test_quoted_columns_split_at_quotes_equal_the_column_regex(
-    separator: str, quote: str, escape: str | None, data: st.DataObject
-) -> None:
-    """Records of separators, quotes, escapes, ordinary and odd characters (empty, doubled and
-    unterminated quotes, quotes inside bare values, trailing separators). Expected: every
-    record splits (or fails to) as the regex says, into the same values."""
+def _layout(separator: str, quote: str | None, escape: str | None, brackets: str | None):
     from pipeline.engine.formats.delimited import DelimitedRecords
-    from pipeline.engine.records import TEXT
 
-    options = {"type": "delimited", "separator": separator, "quote": quote, "escape": escape, "columns": ["a", "t"]}
+    options = {"type": "delimited", "separator": separator, "quote": quote, "escape": escape,
+               "brackets": brackets, "columns": ["a", "t"]}  # fmt: skip
     spec = SourceSpec(
         name="quoted",
         first_day="2024-01-01",
@@ -225,14 +223,140 @@ def test_quoted_columns_split_at_quotes_equal_the_column_regex(
         fields={"a": {}},
         daily_metrics={"records": "count(*)"},
     )
-    alphabet = [separator, quote, "a", "b", "é", "\x1f", " ", "\\", *([escape] if escape else [])]
-    records = data.draw(st.lists(st.text(st.sampled_from(alphabet), max_size=24), min_size=1, max_size=40))
+    return DelimitedRecords(spec)
+
+
+def native_splitter():
+    """The compiled tokenizer; its absence fails under CI (the install builds it there)."""
+    from pipeline.engine.formats.delimited import native_tokenizer
+
+    if native_tokenizer() is None:
+        message = "the native tokenizer is not built (pip install -e . compiles it; is gcc there?)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.parametrize("splitter", ["native", "quote_split"])
+@pytest.mark.parametrize(("separator", "quote", "escape", "brackets"), LAYOUTS)
+@settings(PROPERTY_SETTINGS, max_examples=200)
+@given(data=st.data())
+def test_fast_splitters_equal_the_column_regex(
+    splitter: str, separator: str, quote: str | None, escape: str | None, brackets: str | None, data: st.DataObject
+) -> None:
+    """Records of separators, quotes, escapes, brackets, ordinary and odd characters (empty,
+    doubled and unterminated quotes, quotes and brackets inside bare values, trailing
+    separators, line breaks of multi-line records, NUL, multi-byte UTF-8). Expected: every
+    record splits (or fails to) as the regex says, into the same values."""
+    from pipeline.engine.formats.delimited import _native_codes
+    from pipeline.engine.records import TEXT
+
+    if splitter == "quote_split" and (brackets is not None or quote is None):
+        return  # that path reads only quoted layouts without brackets
+    layout = _layout(separator, quote, escape, brackets)
+    specials = [separator, *(c for c in (quote, escape) if c), *(brackets or "")]
+    alphabet = [*specials, *specials, "a", "b", "é", "\x1f", " ", "\\", "\n", "\x00", "日"]
+    # Random strings of the special characters, and records of well-formed columns (where
+    # escapes and doubled quotes matter), some with damage appended.
+    pieces = [*alphabet, *(escape + c for c in (quote or "", escape or "", "x") if escape)]
+    inner = st.lists(st.sampled_from(pieces), max_size=10).map("".join)
+    column = st.one_of(
+        st.text(st.sampled_from(alphabet), max_size=8).map(lambda text: text.replace(separator, "")),
+        *([inner.map(lambda text: f"{quote}{text}{quote}")] if quote else []),
+        *([inner.map(lambda text: f"{brackets[0]}{text.replace(brackets[1], '')}{brackets[1]}")] if brackets else []),
+    )
+    well_formed = st.tuples(st.lists(column, min_size=1, max_size=6), st.sampled_from(["", *alphabet])).map(
+        lambda parts: separator.join(parts[0]) + parts[1]
+    )
+    record = st.one_of(st.text(st.sampled_from(alphabet), max_size=24), well_formed)
+    records = data.draw(st.lists(record, min_size=1, max_size=40))
     frame = pl.DataFrame({TEXT: records}, schema={TEXT: pl.String})
-    layout = DelimitedRecords(spec)
-    fast, reference = layout._split(frame), layout._split_by_pattern(frame)
+    if splitter == "native":
+        native_splitter()
+        fast = layout._split_native(frame, _native_codes(separator, quote, escape, brackets))
+    else:
+        fast = layout._split_quoted(frame, separator, quote, escape)
+    reference = layout._split_by_pattern(frame)
     assert fast["__split"].to_list() == reference["__split"].to_list()
     for splits, got, expected in zip(
         reference["__split"], fast["__values"].to_list(), reference["__values"].to_list(), strict=True
     ):
         if splits:
             assert got == expected
+
+
+@pytest.mark.parametrize("name", ["delimited", "w3c"])
+@PROPERTY_SETTINGS
+@given(data=st.data(), chunk_bytes=st.integers(1, 200))
+def test_a_file_parses_to_the_same_rows_with_and_without_the_native_tokenizer(
+    name: str, data: st.DataObject, chunk_bytes: int
+) -> None:
+    """A whole file, near-valid records mixed with damage, parsed with the native tokenizer and
+    with the polars path (a machine without a compiler). Expected: identical events and
+    identical quarantine rows, reasons included."""
+    from unittest import mock
+
+    from pipeline.engine.formats import delimited
+
+    native_splitter()
+    raw = data.draw(st.one_of(file_strategy(name), st.binary(max_size=1500)))
+    spec = SOURCES[name]
+    events, quarantined, *counts = parse(spec, raw, chunk_bytes)
+    with mock.patch.object(delimited, "native_tokenizer", lambda: None):
+        polars_events, polars_quarantined, *polars_counts = parse(spec, raw, chunk_bytes)
+    assert counts == polars_counts
+    assert events.to_dicts() == polars_events.to_dicts()
+    assert quarantined.to_dicts() == polars_quarantined.to_dicts()
+
+
+@pytest.mark.parametrize("extra_columns", ["ignore", "quarantine"])
+@pytest.mark.parametrize(("separator", "quote", "escape", "brackets"), LAYOUTS)
+@settings(PROPERTY_SETTINGS, max_examples=100)
+@given(data=st.data())
+def test_the_native_columns_of_one_layout_equal_the_polars_path(
+    separator: str, quote: str | None, escape: str | None, brackets: str | None, extra_columns: str, data: st.DataObject
+) -> None:
+    """A batch of one layout (no header line: the native scanner keeps only the wanted columns,
+    `_native_columns`), fields at the first, a middle and a missing column and one joined from
+    two columns, records of 0 to 6 columns. Expected: `extract` gives exactly the columns and
+    line problems of the polars path."""
+    from unittest import mock
+
+    from pipeline.engine.formats import LINE_PROBLEM, delimited
+    from pipeline.engine.records import TEXT
+
+    native_splitter()
+    options = {"type": "delimited", "separator": separator, "quote": quote, "escape": escape, "brackets": brackets,
+               "columns": ["t", "a", "b", "c"], "min_columns": 2, "extra_columns": extra_columns}  # fmt: skip
+    spec = SourceSpec(
+        name="layout",
+        first_day="2024-01-01",
+        format=options,
+        timestamp={"field": "timestamp", "from": "t", "format": "%Y-%m-%dT%H:%M:%S%#z"},
+        fields={"a": {}, "both": {"from": ["b", "c"], "nullable": True}, "c": {"nullable": True}},
+        daily_metrics={"records": "count(*)"},
+    )
+    specials = [separator, *(c for c in (quote, escape) if c), *(brackets or "")]
+    pieces = [*specials, *specials, "a", "é", " ", "\\", "\n", *(escape + c for c in (quote or "", "x") if escape)]
+    column = st.lists(st.sampled_from(pieces), max_size=16).map("".join)  # views: inline up to 12 bytes
+    quoted = column.map(lambda text: f"{quote}{text}{quote}") if quote else column
+    record = st.lists(st.one_of(column, quoted), max_size=6).map(separator.join)
+    records = data.draw(st.lists(record, min_size=1, max_size=30))
+    lines = pl.DataFrame({"line_number": range(1, len(records) + 1), TEXT: records}, schema_overrides={TEXT: pl.String})
+    native_layout = delimited.DelimitedRecords(spec)
+    prepared = native_layout.prepare(lines)[0]
+    assert native_layout._native_columns(prepared) is not None  # the path under test is the one taken
+    native = native_layout.extract(prepared)
+    with mock.patch.object(delimited, "native_tokenizer", lambda: None):
+        polars_layout = delimited.DelimitedRecords(spec)
+        reference = polars_layout.extract(polars_layout.prepare(lines)[0])
+
+    # A record not in the format is quarantined with its line: its values are never read.
+    def read(frame: pl.DataFrame) -> list[dict]:
+        off_format = pl.col(LINE_PROBLEM).is_not_null()
+        return frame.select(
+            pl.when(~off_format).then(pl.col(column)) if column != LINE_PROBLEM else pl.col(column)
+            for column in frame.columns
+        ).to_dicts()
+
+    assert read(native) == read(reference)

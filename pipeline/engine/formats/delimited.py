@@ -15,19 +15,24 @@ the layout beyond the record's last is NULL; columns after the layout's last are
 fail `matches_format` with `extra_columns: quarantine`. A field whose column the layout lacks
 is NULL.
 
-Every step is one polars pass over the batch, whatever the number of layouts in it: each line
-is joined with its layout (a small table of the batch's header lines) when header lines are
-dropped; a record is split into its columns once (one `str.split` without quotes or
-brackets; else a capture-free regex checking the record and one `extract_all`); each field is
-then a lookup at the position its column has in the record's layout.
+Every step is one pass over the batch, whatever the number of layouts in it: each line is
+given its layout (broadcast when the batch has no header line, else joined with a small table
+of the batch's header lines) when header lines are dropped; a record is split into its columns
+once (one `str.split` without quotes or brackets; else the native scanner `_tokenizer.c`, or
+where it is not built, polars: a split at the quotes, or a capture-free regex checking the
+record and one `extract_all`, the reference the others are tested against); each field is then
+a lookup at the position its column has in the record's layout.
 
 Example (`docs/sources.md`): `preset: aws_alb`, `preset: cloudfront`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from functools import cache
+from types import ModuleType
 
 import numpy as np
 import polars as pl
@@ -38,6 +43,8 @@ from pipeline.engine.formats import LINE_DETAIL, LINE_PROBLEM, RecordFormat, joi
 from pipeline.engine.records import TEXT
 from pipeline.sources.formats import MAX_COLUMNS, DelimitedFormat
 from pipeline.sources.spec import SourceSpec
+
+logger = logging.getLogger(__name__)
 
 LAYOUT = "__layout"
 _NAMES = "__names"
@@ -60,6 +67,8 @@ class DelimitedRecords(RecordFormat):
         self.current = pl.DataFrame({LAYOUT: [0], _NAMES: [self.options.columns]}, schema=_LAYOUTS)
         self.next_id = 1
         self._header_lines: list[tuple[int, str]] = []
+        # The resolved columns of the layout in force (its id, one literal per column).
+        self._resolved: tuple[int, list[pl.Expr]] | None = None
 
     def for_file(self) -> DelimitedRecords:
         return DelimitedRecords(self.spec)
@@ -91,6 +100,14 @@ class DelimitedRecords(RecordFormat):
                 zip(header_rows["line_number"].to_list(), header_rows[TEXT].to_list(), strict=True)
             )
         kept = flagged.filter(~pl.col("__skip")).drop("__header", "__skip")
+        if layouts.height == 1:
+            # No header line in the batch (nearly every batch): one layout for every line, the
+            # same as the last batch's, so its resolution is kept and broadcast, not joined.
+            if self._resolved is None or self._resolved[0] != start:
+                table = self._layout_table(layouts)
+                self._resolved = (start, [pl.lit(table[name][0], dtype=table[name].dtype).alias(name)
+                                          for name in table.columns if name != LAYOUT])  # fmt: skip
+            return kept.drop(LAYOUT).with_columns(self._resolved[1]), lines.height - kept.height
         resolved = kept.join(self._layout_table(layouts), on=LAYOUT, how="left", maintain_order="left")
         return resolved.drop(LAYOUT), lines.height - kept.height
 
@@ -99,15 +116,24 @@ class DelimitedRecords(RecordFormat):
         return taken
 
     def extract(self, records: pl.DataFrame) -> pl.DataFrame:
-        frame = self._split(records)
-        found = pl.col("__values").list.len()
+        frame = self._native_columns(records)
+        if frame is not None:
+            # The native scanner's wanted columns (`__part_i`) and column count (`__found`).
+            found = pl.col("__found")
+
+            def value(part: str) -> pl.Expr:
+                return pl.col(f"__part_{self.parts.index(part)}")
+        else:
+            frame = self._split(records)
+            found = pl.col("__values").list.len()
+
+            def value(part: str) -> pl.Expr:
+                return pl.col("__values").list.get(pl.col(f"__at_{self.parts.index(part)}"), null_on_oob=True)
+
         enough = found >= pl.col("__minimum")
         fits = pl.lit(self.options.extra_columns == "ignore") | (found <= pl.col("__count"))
         in_format = pl.col("__split") & enough & fits
         has_layout = pl.col("__count").is_not_null()
-
-        def value(part: str) -> pl.Expr:
-            return pl.col("__values").list.get(pl.col(f"__at_{self.parts.index(part)}"), null_on_oob=True)
 
         return frame.select(
             *(joined([value(part) for part in parts]).alias(name) for name, parts in self.locations.items()),
@@ -117,6 +143,57 @@ class DelimitedRecords(RecordFormat):
             .then(pl.lit("matches_format"))
             .alias(LINE_PROBLEM),
             pl.when(~has_layout).then(pl.col("__why")).alias(LINE_DETAIL),
+        )
+
+    def _native_columns(self, records: pl.DataFrame) -> pl.DataFrame | None:
+        """`records` with each location's column (`__part_i`), the record's column count
+        (`__found`) and `__split`, by the native scanner, when every record has the same
+        usable layout (a batch without header lines: nearly all); else None (`_split` and a
+        lookup per record then do it)."""
+        options = self.options
+        codes = _native_codes(options.separator, options.quote, options.escape, options.brackets)
+        tokenizer = native_tokenizer()
+        if (
+            codes is None
+            or tokenizer is None
+            or not records.height
+            or (options.quote is None and options.brackets is None)
+        ):
+            return None
+        layout = [f"__at_{index}" for index in range(len(self.parts))]
+        if (
+            records.select(pl.max_horizontal(pl.col("__count", *layout).n_unique())).item() != 1
+            or records["__count"][0] is None
+        ):
+            return None
+        text = _large_text(records)
+        if text is None:
+            return None
+        positions = [records[name][0] for name in layout]
+        wanted = tuple(dict.fromkeys(position for position in positions if position is not None))
+        _, offsets, data = text.buffers()
+        found, decoded, outputs = tokenizer.columns(data, offsets, text.offset, len(text), *codes, wanted)
+        # String views into the batch's own text (buffer 0; decoded escapes in buffer 1): the
+        # values are not copied, and polars keeps its strings as views too.
+        buffers = [data, pa.py_buffer(decoded)]
+        arrays = {
+            position: pl.Series(
+                pa.Array.from_buffers(
+                    pa.string_view(), len(text), [pa.py_buffer(validity), pa.py_buffer(views), *buffers]
+                )
+            )
+            for position, (views, validity) in zip(wanted, outputs, strict=True)
+        }
+        counts = pl.Series("__found", np.frombuffer(found, dtype=np.int64))
+        return records.with_columns(
+            *(
+                (arrays[position] if position is not None else pl.repeat(None, len(text), dtype=pl.String)).alias(
+                    f"__part_{index}"
+                )
+                for index, position in enumerate(positions)
+            ),
+            counts,
+            (counts >= 0).alias("__split"),
         )
 
     def _layout_table(self, layouts: pl.DataFrame) -> pl.DataFrame:
@@ -154,9 +231,33 @@ class DelimitedRecords(RecordFormat):
             return frame.with_columns(
                 pl.col(TEXT).str.split(separator).alias("__values"), pl.lit(True).alias("__split")
             )
+        codes = _native_codes(separator, quote, escape, brackets)
+        if codes is not None and native_tokenizer() is not None:
+            return self._split_native(frame, codes)
         if brackets is None and quote is not None:
             return self._split_quoted(frame, separator, quote, escape)
         return self._split_by_pattern(frame)
+
+    def _split_native(self, frame: pl.DataFrame, codes: tuple[int, int, int, int, int]) -> pl.DataFrame:
+        """`_split` by the native tokenizer (`_tokenizer.c`): one scan of the batch's text,
+        outside the GIL, giving each record the column regex's reading (`_split_by_pattern`:
+        the regex has at most one; `_tokenizer.c` says why) or saying it has none."""
+        text = _large_text(frame)
+        if text is None or not len(text):
+            return self._split_by_pattern(frame)
+        _, offsets, data = text.buffers()
+        tokenizer = native_tokenizer()
+        record_offsets, value_offsets, values, status = tokenizer.split(  # type: ignore[union-attr]
+            data, offsets, text.offset, len(text), *codes
+        )
+        value_count = len(value_offsets) // 8 - 1
+        columns = pa.LargeStringArray.from_buffers(value_count, pa.py_buffer(value_offsets), pa.py_buffer(values))
+        starts = pa.Array.from_buffers(pa.int64(), len(text) + 1, [None, pa.py_buffer(record_offsets)])
+        record_columns = pa.LargeListArray.from_arrays(starts, columns)
+        return frame.with_columns(
+            pl.Series("__values", record_columns, dtype=pl.List(pl.String)),
+            pl.Series("__split", np.frombuffer(status, dtype=np.uint8) == 1),
+        )
 
     def _split_by_pattern(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`_split` for any layout, by regular expressions."""
@@ -176,19 +277,23 @@ class DelimitedRecords(RecordFormat):
         )
         # Decoding escapes is rare work: only in batches that hold the escape character at all.
         decode = quote is not None and escape is not None and bool(frame[TEXT].str.contains(escape, literal=True).any())
-        value = pl.element().str.strip_suffix(separator)
+        column = pl.element().str.strip_suffix(separator)
+        # A column's first character says its kind, read on the column as written (a quoted
+        # value that starts with a bracket keeps it).
+        inner = column.str.slice(1, column.str.len_chars() - 2)
+        value = column
+        if brackets is not None:
+            value = pl.when(column.str.starts_with(brackets[0])).then(inner).otherwise(value)
         if quote is not None:
-            inner = value.str.slice(1, value.str.len_chars() - 2)
+            unquoted = inner
             if decode and escape == quote:
-                inner = inner.str.replace_all(quote * 2, quote, literal=True)
+                unquoted = unquoted.str.replace_all(quote * 2, quote, literal=True)
             elif decode and escape is not None:
                 # escape+escape and escape+quote each stand for their second character, in one
                 # left-to-right pass; any other sequence (ALB's `\x5C`) stays as written.
-                inner = inner.str.replace_all(f"{re.escape(escape)}([{re.escape(escape)}{re.escape(quote)}])", "${1}")
-            value = pl.when(value.str.starts_with(quote)).then(inner).otherwise(value)
-        if brackets is not None:
-            inner = value.str.slice(1, value.str.len_chars() - 2)
-            value = pl.when(value.str.starts_with(brackets[0])).then(inner).otherwise(value)
+                pattern = f"{re.escape(escape)}([{re.escape(escape)}{re.escape(quote)}])"
+                unquoted = unquoted.str.replace_all(pattern, "${1}")
+            value = pl.when(column.str.starts_with(quote)).then(unquoted).otherwise(value)
         empty_last = pl.when(pl.col(TEXT).str.ends_with(separator)).then(pl.lit([""])).otherwise(pl.lit([]))
         return frame.with_columns(
             pl.concat_list(pl.col("__values").list.eval(value), empty_last.cast(pl.List(pl.String))).alias("__values")
@@ -267,7 +372,44 @@ def _combined(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
+def _large_text(frame: pl.DataFrame) -> pa.Array | None:
+    """The records' text as one Arrow large_string array (the native scanner's input), or None
+    when a record has no text."""
+    text = _combined(frame[TEXT].to_arrow())
+    if text.type != pa.large_string():
+        text = text.cast(pa.large_string())
+    return None if text.null_count else text
+
+
 _LAYOUTS = {LAYOUT: pl.Int64, _NAMES: pl.List(pl.String)}
+
+
+@cache
+def native_tokenizer() -> ModuleType | None:
+    """The compiled column splitter, or None where it was not built (the install compiles it
+    when a C compiler is there; without one the polars path gives the same rows, slower).
+    `PIPELINE_NATIVE_TOKENIZER=0` turns it off (to compare the two paths)."""
+    if os.environ.get("PIPELINE_NATIVE_TOKENIZER", "1") == "0":
+        return None
+    try:
+        from pipeline.engine.formats import _tokenizer
+    except ImportError as error:
+        logger.warning("the native tokenizer of `delimited` is not built (%s): using the polars path", error)
+        return None
+    return _tokenizer
+
+
+def _native_codes(
+    separator: str, quote: str | None, escape: str | None, brackets: str | None
+) -> tuple[int, int, int, int, int] | None:
+    """The special characters as the native splitter takes them (-1: none), or None when one
+    is not ASCII (the splitter works on bytes; such layouts take the polars path)."""
+    chars = [separator, quote, escape, *(brackets or (None, None))]
+    if any(char is not None and ord(char) > 127 for char in chars):
+        return None
+    if quote is not None and brackets is not None and quote in brackets:
+        return None  # the regex may try a bracket where a quote fails: only it reads such layouts
+    return tuple(-1 if char is None else ord(char) for char in chars)  # type: ignore[return-value]
 
 
 def _header_names(prefix: str) -> pl.Expr:
