@@ -465,6 +465,39 @@ def test_a_transient_day_failure_is_retried_and_says_so(retries_left: int, next_
     assert failure.metadata["earlier_days_loaded"].value == 3
 
 
+def test_the_loads_row_of_a_failed_day_keeps_the_python_frames_not_the_rust_backtrace(
+    pipeline_env: PipelineEnv, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With RUST_BACKTRACE set, a delta-rs error carries ~40 frame lines: `loads.error` and the
+    manifest's `error` are the sentence, and `error_traceback` keeps the Python frames where
+    it failed (the backtrace would have pushed them out of its kept tail)."""
+    from deltalake.exceptions import DeltaError
+
+    from pipeline.engine import ingest
+
+    generate_landing_zone(pipeline_env.landing, DAYS[:1], sources=["access"], lines_per_hour=10)
+    frames = "".join(
+        f"\n  {number}: deltalake::frame_{number}\n             at src/frame.rs:{number}:5" for number in range(60)
+    )
+
+    def fails_in_delta_rs(landed, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise DeltaError("Kernel error: Json error: unexpected 't'\n   0: <unknown>" + frames)
+        yield
+
+    monkeypatch.setattr(ingest, "file_batches", fails_in_delta_rs)
+    result = materialize_range(
+        pipeline_env.definitions(), instance, "2024-01-15", selection=["access/events", "access/dlq"],
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    (attempt,) = pipeline_env.attempts("access", "2024-01-15")
+    assert attempt["error"] == "DeltaError: Kernel error: Json error: unexpected 't'"
+    assert pipeline_env.manifest("access", "2024-01-15")["error"] == attempt["error"]
+    assert "in fails_in_delta_rs" in attempt["error_traceback"]
+    assert "deltalake::frame" not in attempt["error_traceback"] and "src/frame.rs" not in attempt["error_traceback"]
+    assert attempt["error_traceback"].rstrip().endswith("DeltaError: Kernel error: Json error: unexpected 't'")
+
+
 def test_a_day_failure_sentence_leaves_out_the_rust_backtrace_of_a_delta_error() -> None:
     """delta-rs appends a Rust backtrace to its errors when RUST_BACKTRACE is set (it is on this
     machine): the sentence an operator reads names the error, not 40 lines of frames."""

@@ -39,7 +39,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.engine.lake import Lake, LoadRecord
-from pipeline.engine.lake.errors import lake_storage_error
+from pipeline.engine.lake.errors import error_text, lake_storage_error, without_rust_backtrace
 from pipeline.engine.lake.files import DayFileWriter
 from pipeline.engine.lake.loads import EMPTY, FAILED, LOADED, sealed_by_day
 from pipeline.engine.lake.schemas import metrics_select
@@ -280,9 +280,11 @@ def _record_failure(record: LoadRecord, error: BaseException, started: float) ->
     record.sample_quarantined = []
     record.failed_checks = {}
     record.events_version = record.dlq_version = record.daily_metrics_version = None
-    record.error = f"{type(error).__name__}: {error}"
+    # Without delta-rs's Rust backtrace (RUST_BACKTRACE): 40 frame lines would push the Python
+    # frames out of the kept tail, and an operator reads `loads.error` as a sentence.
+    record.error = error_text(error)
     lines = traceback.format_exception(error)
-    record.error_traceback = "".join(lines[-_TRACEBACK_LINES:])[-4000:]
+    record.error_traceback = without_rust_backtrace("".join(lines[-_TRACEBACK_LINES:]))[-4000:]
     _finish(record, started)
 
 
@@ -550,7 +552,7 @@ def compute_daily_metrics(spec: SourceSpec, events: object, schema: pa.Schema) -
     with duckdb.connect() as connection:
         connection.execute("SET threads = 1")
         connection.register("day_events", events)
-        result = connection.sql(metrics_select(spec, "SELECT * FROM day_events")).fetch_arrow_table()
+        result = connection.sql(metrics_select(spec, "SELECT * FROM day_events")).to_arrow_table()
     return result.select(schema.names).cast(schema)
 
 

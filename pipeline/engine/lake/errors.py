@@ -138,15 +138,30 @@ def _last_cause(text: str) -> str:
 
 
 # A Rust backtrace as delta-rs appends it to its errors when RUST_BACKTRACE is set: frame lines
-# "   0: <unknown>" / "  12: deltalake::...", from the first frame on.
-_RUST_BACKTRACE = re.compile(r"\n\s*0: (?:<unknown>|\S*::).*", re.S)
+# "   0: <unknown>" / "  12: deltalake::...", each maybe followed by "  at src/...rs:12:5".
+_FIRST_FRAME = re.compile(r"\s*0: (?:<unknown>|\S*::)")
+_FRAME = re.compile(r"\s*(?:\d+: |at )\S")
+
+
+def without_rust_backtrace(text: str) -> str:
+    """`text` without the Rust backtraces in it (each from its frame 0 to its last frame line);
+    the rest, e.g. the Python traceback of a chained exception after it, stays."""
+    kept: list[str] = []
+    in_backtrace = False
+    for line in text.split("\n"):
+        if _FIRST_FRAME.match(line):
+            in_backtrace = True
+        elif not (in_backtrace and _FRAME.match(line)):
+            in_backtrace = False
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def error_text(error: BaseException) -> str:
     """`Type: message` of an error for a sentence an operator reads, without the Rust backtrace
-    delta-rs appends when `RUST_BACKTRACE` is set (the traceback stays in the run's log)."""
-    message = _RUST_BACKTRACE.sub("", _ANSI.sub("", str(error))).rstrip()
+    delta-rs appends when `RUST_BACKTRACE` is set (the run's log keeps the whole traceback)."""
+    message = without_rust_backtrace(_ANSI.sub("", str(error))).rstrip()
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-__all__ = ["error_text", "lake_storage_error"]
+__all__ = ["error_text", "lake_storage_error", "without_rust_backtrace"]
