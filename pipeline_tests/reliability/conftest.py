@@ -1,5 +1,5 @@
-"""Shared helpers of the reliability suite: the `slow` marker, a subprocess ingest worker,
-isolated deployments, and exact snapshots of a lake to compare two runs."""
+"""Shared helpers of the reliability suite: a subprocess ingest worker, isolated deployments,
+and exact snapshots of a lake to compare two runs (its `slow` marker is in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,6 @@ SOURCES = load_sources()
 QUARANTINED_AT = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 # Columns that name the run (or the moment) a row was written by: two clean runs differ only there.
 RUN_COLUMNS = {"events": ["run_id"], "dlq": ["run_id", "quarantined_at"], "daily_metrics": ["run_id"]}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: a reliability case that takes seconds (still runs in CI by default)")
 
 
 def local_lake(path: Path, lock_wait_s: float = 120.0) -> Lake:

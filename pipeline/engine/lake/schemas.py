@@ -106,7 +106,7 @@ def delta_compatible(arrow_type: pa.DataType) -> pa.DataType:
 def metrics_schema(spec: SourceSpec) -> pa.Schema:
     """Columns of `S.daily_metrics`: the partition, the metrics typed by DuckDB, the run."""
     with duckdb.connect() as connection:
-        result = connection.sql(metrics_select(spec, empty_events_relation(spec))).fetch_arrow_table()
+        result = connection.sql(metrics_select(spec, empty_events_relation(spec))).to_arrow_table()
     fields = [pa.field(PARTITION_COLUMN, pa.date32(), nullable=False)]
     for name in spec.daily_metrics:
         fields.append(pa.field(name, delta_compatible(result.schema.field(name).type)))
