@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -53,3 +55,18 @@ def test_freshness_factories_hide_only_their_supersession_warning(monkeypatch: p
         "unrelated warning from build_time_partition_freshness_checks",
         "unrelated warning from build_sensor_for_freshness_checks",
     ]
+
+
+def test_the_engine_and_the_sources_know_nothing_of_dagster() -> None:
+    """The layering of docs/architecture.md: importing every module of `pipeline.engine` and
+    `pipeline.sources` (in a fresh interpreter) imports no Dagster package."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import pipeline.engine, pipeline.sources\n"
+        "for package in (pipeline.engine, pipeline.sources):\n"
+        "    for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+        "        importlib.import_module(module.name)\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules if name.startswith('dagster')}))\n"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert imported.stdout.strip() == "[]"
