@@ -20,13 +20,14 @@ from pipeline_tests.conftest import PROJECT_ROOT
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "*.so")
 
 
-@pytest.mark.timeout(300)  # a wheel build in an isolated environment: ~5-20 s
-def test_the_wheel_ships_pipeline_with_its_data_and_without_the_tests(tmp_path: Path) -> None:
+def build_wheel(tmp_path: Path, packages: tuple[str, ...], env: dict[str, str] | None = None) -> tuple[Path, set[str]]:
+    """Build the project's wheel from a copy of it holding `packages`; return the copy and the
+    wheel's file names."""
     source = tmp_path / "project"
+    source.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        source.mkdir(exist_ok=True)
         shutil.copy(PROJECT_ROOT / name, source / name)
-    for package in ("pipeline", "pipeline_tests"):
+    for package in packages:
         shutil.copytree(PROJECT_ROOT / package, source / package, ignore=IGNORED)
     dist = tmp_path / "dist"
     subprocess.run(
@@ -34,9 +35,15 @@ def test_the_wheel_ships_pipeline_with_its_data_and_without_the_tests(tmp_path: 
         check=True,
         capture_output=True,
         timeout=280,
+        env=env,
     )
     [wheel] = dist.glob("log_pipeline-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    return source, set(zipfile.ZipFile(wheel).namelist())
+
+
+@pytest.mark.timeout(300)  # a wheel build in an isolated environment: ~5-20 s
+def test_the_wheel_ships_pipeline_with_its_data_and_without_the_tests(tmp_path: Path) -> None:
+    source, names = build_wheel(tmp_path, ("pipeline", "pipeline_tests"))
 
     packaged = {name for name in names if not name.startswith("log_pipeline-")}
     assert {name.split("/")[0] for name in packaged} == {"pipeline"}
@@ -58,21 +65,7 @@ def test_without_a_c_compiler_the_install_goes_on_without_the_native_tokenizer(t
     """A machine without a C compiler (CC fails). Expected: the wheel still builds, without the
     compiled tokenizer; the `delimited` format then takes its polars path (same rows:
     reliability/test_format_properties.py) and says so once in the log."""
-    source = tmp_path / "project"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(PROJECT_ROOT / name, source / name)
-    shutil.copytree(PROJECT_ROOT / "pipeline", source / "pipeline", ignore=IGNORED)
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=280,
-        env={**os.environ, "CC": "false", "LDSHARED": "false"},
-    )
-    [wheel] = dist.glob("log_pipeline-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    _, names = build_wheel(tmp_path, ("pipeline",), env={**os.environ, "CC": "false", "LDSHARED": "false"})
     assert "pipeline/engine/formats/delimited.py" in names
     assert not [name for name in names if "_tokenizer" in name]
 
