@@ -248,7 +248,6 @@ def test_fast_splitters_equal_the_column_regex(
     doubled and unterminated quotes, quotes and brackets inside bare values, trailing
     separators, line breaks of multi-line records, NUL, multi-byte UTF-8). Expected: every
     record splits (or fails to) as the regex says, into the same values."""
-    from pipeline.engine.formats.delimited import _native_codes
     from pipeline.engine.records import TEXT
 
     if splitter == "quote_split" and (brackets is not None or quote is None):
@@ -273,7 +272,7 @@ def test_fast_splitters_equal_the_column_regex(
     frame = pl.DataFrame({TEXT: records}, schema={TEXT: pl.String})
     if splitter == "native":
         native_splitter()
-        fast = layout._split_native(frame, _native_codes(separator, quote, escape, brackets))
+        fast = layout._split_native(frame)
     else:
         fast = layout._split_quoted(frame, separator, quote, escape)
     reference = layout._split_by_pattern(frame)

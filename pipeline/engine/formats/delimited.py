@@ -69,6 +69,13 @@ class DelimitedRecords(RecordFormat):
         self._header_lines: list[tuple[int, str]] = []
         # The resolved columns of the layout in force (its id, one literal per column).
         self._resolved: tuple[int, list[pl.Expr]] | None = None
+        # The special characters as the native scanner takes them, or None where it does not
+        # apply (non-ASCII characters; no quote nor brackets: `str.split` is as fast).
+        options = self.options
+        quoted = options.quote is not None or options.brackets is not None
+        self.native_codes = (
+            _native_codes(options.separator, options.quote, options.escape, options.brackets) if quoted else None
+        )
 
     def for_file(self) -> DelimitedRecords:
         return DelimitedRecords(self.spec)
@@ -150,15 +157,8 @@ class DelimitedRecords(RecordFormat):
         (`__found`) and `__split`, by the native scanner, when every record has the same
         usable layout (a batch without header lines: nearly all); else None (`_split` and a
         lookup per record then do it)."""
-        options = self.options
-        codes = _native_codes(options.separator, options.quote, options.escape, options.brackets)
         tokenizer = native_tokenizer()
-        if (
-            codes is None
-            or tokenizer is None
-            or not records.height
-            or (options.quote is None and options.brackets is None)
-        ):
+        if self.native_codes is None or tokenizer is None or not records.height:
             return None
         layout = [f"__at_{index}" for index in range(len(self.parts))]
         if (
@@ -172,7 +172,7 @@ class DelimitedRecords(RecordFormat):
         positions = [records[name][0] for name in layout]
         wanted = tuple(dict.fromkeys(position for position in positions if position is not None))
         _, offsets, data = text.buffers()
-        found, decoded, outputs = tokenizer.columns(data, offsets, text.offset, len(text), *codes, wanted)
+        found, decoded, outputs = tokenizer.columns(data, offsets, text.offset, len(text), *self.native_codes, wanted)
         # String views into the batch's own text (buffer 0; decoded escapes in buffer 1): the
         # values are not copied, and polars keeps its strings as views too.
         buffers = [data, pa.py_buffer(decoded)]
@@ -231,14 +231,13 @@ class DelimitedRecords(RecordFormat):
             return frame.with_columns(
                 pl.col(TEXT).str.split(separator).alias("__values"), pl.lit(True).alias("__split")
             )
-        codes = _native_codes(separator, quote, escape, brackets)
-        if codes is not None and native_tokenizer() is not None:
-            return self._split_native(frame, codes)
+        if self.native_codes is not None and native_tokenizer() is not None:
+            return self._split_native(frame)
         if brackets is None and quote is not None:
             return self._split_quoted(frame, separator, quote, escape)
         return self._split_by_pattern(frame)
 
-    def _split_native(self, frame: pl.DataFrame, codes: tuple[int, int, int, int, int]) -> pl.DataFrame:
+    def _split_native(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`_split` by the native tokenizer (`_tokenizer.c`): one scan of the batch's text,
         outside the GIL, giving each record the column regex's reading (`_split_by_pattern`:
         the regex has at most one; `_tokenizer.c` says why) or saying it has none."""
@@ -248,7 +247,11 @@ class DelimitedRecords(RecordFormat):
         _, offsets, data = text.buffers()
         tokenizer = native_tokenizer()
         record_offsets, value_offsets, values, status = tokenizer.split(  # type: ignore[union-attr]
-            data, offsets, text.offset, len(text), *codes
+            data,
+            offsets,
+            text.offset,
+            len(text),
+            *self.native_codes,  # type: ignore[misc]
         )
         value_count = len(value_offsets) // 8 - 1
         columns = pa.LargeStringArray.from_buffers(value_count, pa.py_buffer(value_offsets), pa.py_buffer(values))
