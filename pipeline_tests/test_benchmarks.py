@@ -55,6 +55,11 @@ def test_benchmark_suite_runs_and_reports_every_figure(tmp_path: Path) -> None:
     ceiling = results["ingest_ceiling"]
     assert ceiling["cores"] >= 1 and ceiling["rows_per_line"] == loaded / 4800 and ceiling["lines_per_s"] > 0
     assert results["memory"]["1x"]["lines"] == 4800 and results["memory"]["10x"]["lines"] == 48000
+    for figures in results["memory"].values():
+        # The split of the sampled peak: both parts present, together at most the kernel's peak.
+        parts = figures["anonymous_at_peak_mb"] + figures["file_backed_at_peak_mb"]
+        assert figures["anonymous_at_peak_mb"] > 50 and figures["file_backed_at_peak_mb"] > 20
+        assert parts <= figures["peak_rss_mb"] + 1
     assert results["memory_target"]["lines"] == 9600 and results["memory_target"]["target_mb"] == 700
     assert results["backfill_cli_range"]["partitions"] == 2
     # The daemon-driven backfill: launched as in the UI, run by the daemon, marked done.

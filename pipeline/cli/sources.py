@@ -112,7 +112,8 @@ def sample_file(argument: str, day: dt.date | None, today: dt.date) -> SampleFil
         store, key = _landing_store(), argument[len("landing:") :]
         return SampleFile(argument, chosen, _opener(store, key), gzipped)
     if argument.startswith("s3://"):
-        from pipeline.engine.s3 import S3ObjectStore, parse_s3_url
+        from pipeline.engine.objects import parse_s3_url
+        from pipeline.engine.s3 import S3ObjectStore
 
         bucket, key = parse_s3_url(argument)
         store = S3ObjectStore(_s3_client(), bucket)

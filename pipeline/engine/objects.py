@@ -44,6 +44,16 @@ def safe_key(key: str) -> str:
     return str(path) if str(path) != "." else ""
 
 
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix/` -> (`bucket`, `some/prefix`); refuses a missing bucket and `..`."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"{url!r} is not an s3:// URL")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket; expected s3://bucket/prefix")
+    return bucket, safe_key(prefix.strip("/"))
+
+
 class ObjectStoreError(Exception):
     """A store operation failed; the message names the store, the bucket and the key.
 

@@ -44,45 +44,14 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from pipeline.engine.objects import ObjectInfo, ObjectNotFoundError, ObjectStoreError, safe_key
+from pipeline.engine.objects import ObjectInfo, ObjectStoreError, parse_s3_url, safe_key
+from pipeline.engine.s3_errors import s3_error
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 60.0
 DEFAULT_MAX_ATTEMPTS = 5
-
-# Error codes of responses that may succeed if tried again later. Any 5xx is transient too.
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "InternalError",
-        "ServiceUnavailable",
-        # A re-delivered object replaced the one being read: a new attempt reads the new one whole.
-        "PreconditionFailed",
-    }
-)
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-# What an operator should check for the usual permanent errors.
-_HINTS = {
-    "AccessDenied": "the credentials in use are not allowed to do this; check the IAM and bucket policies",
-    "AllAccessDisabled": "all access to this bucket has been disabled",
-    "NoSuchBucket": "the bucket does not exist; check the URL, AWS_ENDPOINT_URL and the region",
-    "InvalidAccessKeyId": "the access key is not known to this endpoint; check the AWS credentials",
-    "SignatureDoesNotMatch": "the secret key does not match the access key; check the AWS credentials",
-    "ExpiredToken": "the session token has expired; refresh the AWS credentials",
-    "PermanentRedirect": "the bucket is in another region; set AWS_REGION or AWS_DEFAULT_REGION",
-    "AuthorizationHeaderMalformed": "the region is wrong for this bucket; set AWS_REGION or AWS_DEFAULT_REGION",
-}
 
 
 def client_config(
@@ -105,16 +74,6 @@ def client_config(
         read_timeout=read_timeout_s,
         retries={"total_max_attempts": max_attempts, "mode": "standard"},
     )
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix/` -> (`bucket`, `some/prefix`); refuses a missing bucket and `..`."""
-    if not url.startswith("s3://"):
-        raise ValueError(f"{url!r} is not an s3:// URL")
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise ValueError(f"{url!r} names no bucket; expected s3://bucket/prefix")
-    return bucket, safe_key(prefix.strip("/"))
 
 
 def is_transient_network_error(error: BaseException) -> bool:
@@ -259,40 +218,6 @@ def translate_error(operation: str, bucket: str, key: str, error: BaseException)
         )
     # Missing credentials or region, an invalid parameter, a TLS failure: configuration.
     return ObjectStoreError(f"{head} (not retried)", bucket=bucket, key=key, code=code)
-
-
-def s3_error(
-    operation: str,
-    bucket: str,
-    key: str,
-    code: str,
-    *,
-    status: int = 0,
-    text: str = "",
-    attempts: int | None = None,
-    client: str = "",
-    transient: bool = False,
-) -> ObjectStoreError:
-    """The `ObjectStoreError` for an S3 error response (`code`, HTTP `status`), from any client
-    (boto3's here; `client` names another, e.g. the lake's delta-rs): what failed, where, and
-    whether a later retry may help (`transient`: the client says so, whatever the status)."""
-    by = f" by {client}" if client else ""
-    head = f"S3 {operation}{by} failed for bucket {bucket!r}, key {key!r} (s3://{bucket}/{key}): {code}"
-    head += f" (HTTP {status})" if status else ""
-    head += f": {text}" if text else ""
-    if code in _NOT_FOUND_CODES:
-        return ObjectNotFoundError(f"{head}; the object does not exist", bucket=bucket, key=key, code=code)
-    if transient or status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
-        tried = f"after {attempts} attempt(s)" if attempts else "through the client's retries"
-        return ObjectStoreError(
-            f"{head}; still failing {tried}, a later retry may succeed",
-            bucket=bucket,
-            key=key,
-            code=code,
-            retryable=True,
-        )
-    hint = _HINTS.get(code, "retrying will not help")
-    return ObjectStoreError(f"{head}; {hint} (not retried)", bucket=bucket, key=key, code=code)
 
 
 class S3ObjectStream(io.RawIOBase):

@@ -29,13 +29,12 @@ from pydantic import Field, PrivateAttr
 
 from pipeline.engine.lake import Lake, LakeLocation, S3ClientSettings
 from pipeline.engine.lake.locks import DEFAULT_WAIT_S
-from pipeline.engine.objects import LocalObjectStore, ObjectStore
+from pipeline.engine.objects import LocalObjectStore, ObjectStore, parse_s3_url
 from pipeline.engine.s3 import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
     S3ObjectStore,
     client_config,
-    parse_s3_url,
 )
 from pipeline.settings import Settings, SettingsError, resolve_local
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -455,3 +456,40 @@ def test_the_guard_refuses_every_kind_of_s3_client(s3_clients_refused: list[str]
     assert kinds.count("boto3/botocore client") == 4, kinds
     assert kinds.count("pyarrow S3") == 2, kinds
     assert kinds.count("delta-rs S3 store") == 5, kinds
+
+
+def test_a_local_ingest_does_not_even_import_botocore(tmp_path: Path) -> None:
+    """The engine's ingest of a local day, in a fresh process, loads no AWS code at all: botocore
+    is imported only by the S3 store and the S3 lease (through the boto3 client they are given),
+    so a local run does not pay its ~16 MB of memory."""
+    landing = tmp_path / "landing"
+    generate_landing_zone(landing, [day("2024-01-15")], sources=["access"], lines_per_hour=10)
+    script = textwrap.dedent(
+        f"""
+        import datetime as dt, sys
+        from pathlib import Path
+        from pipeline.engine.ingest import IngestOptions, RunInfo, ingest_partition
+        from pipeline.engine.lake import Lake, LakeLocation
+        from pipeline.engine.objects import LocalObjectStore
+        from pipeline.sources import load_sources
+
+        root = Path({str(tmp_path)!r})
+        result = ingest_partition(
+            load_sources()["access"],
+            dt.date(2024, 1, 15),
+            landing=LocalObjectStore(root / "landing"),
+            output=LocalObjectStore(root / "output"),
+            lake=Lake(LakeLocation.local(root / "lake")),
+            run=RunInfo("no-aws", dt.datetime(2024, 1, 16, tzinfo=dt.UTC)),
+            options=IngestOptions(resume=False),
+        )
+        print(result.record.status, result.record.rows_read, sorted(m for m in sys.modules if m.startswith("boto")))
+        """
+    )
+    env = {name: value for name, value in os.environ.items() if name not in PIPELINE_VARIABLES}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split("\n")[-2] == "loaded 240 []", completed.stdout

@@ -17,9 +17,16 @@ import boto3
 import pytest
 from botocore.exceptions import FlexibleChecksumError
 
-from pipeline.engine.objects import LocalObjectStore, ObjectInfo, ObjectNotFoundError, ObjectStoreError, UnsafeKeyError
+from pipeline.engine.objects import (
+    LocalObjectStore,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStoreError,
+    UnsafeKeyError,
+    parse_s3_url,
+)
 from pipeline.engine.reader import iter_line_batches, open_log
-from pipeline.engine.s3 import S3ObjectStore, S3ObjectStream, client_config, parse_s3_url
+from pipeline.engine.s3 import S3ObjectStore, S3ObjectStream, client_config
 from pipeline.orchestration.resources import S3ClientResource
 from pipeline.orchestration.retries import is_transient
 from pipeline_tests.storage.conftest import REGION

@@ -10,7 +10,7 @@ query reads through pyarrow, whose text holds the failed request in each library
   SLOW_DOWN during UploadPart operation: Please reduce your request rate.`
 
 `lake_storage_error()` turns such an error into the `ObjectStoreError` the landing zone's
-boto3 client gives for the same response (`pipeline.engine.s3.s3_error`): it names the
+boto3 client gives for the same response (`pipeline.engine.s3_errors.s3_error`): it names the
 operation, the bucket and the key, says what to check, and whether a later retry may help
 (throttling, 5xx and network failures once the client's own retries are spent) or not (access
 denied, no such bucket, bad credentials). So a step retries the former and fails at once on
@@ -26,7 +26,7 @@ import duckdb
 from deltalake.exceptions import DeltaError
 
 from pipeline.engine.objects import ObjectStoreError
-from pipeline.engine.s3 import s3_error
+from pipeline.engine.s3_errors import s3_error
 
 # What delta-rs (OSError, DeltaError), pyarrow (OSError) and DuckDB reading through pyarrow raise.
 _CLIENT_ERRORS = (OSError, DeltaError, duckdb.Error)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.fs as pa_fs
 
-from pipeline.engine.s3 import parse_s3_url
+from pipeline.engine.objects import parse_s3_url
 
 # Keys of the object-store options that are secrets (never logged, never in repr()).
 _SECRET_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})

@@ -31,9 +31,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from botocore.exceptions import ClientError
+if TYPE_CHECKING:  # the errors are caught as the client's own `exceptions.ClientError`: local mode never loads botocore
+    from botocore.exceptions import ClientError
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class _Lease:
                 )
                 self.etag = response["ETag"]
                 self.renewed = time.monotonic()
-            except ClientError as error:
+            except self.client.exceptions.ClientError as error:
                 if _is_precondition_failure(error) or _error_code(error) in ("NoSuchKey", "404"):
                     self.lost_reason = f"the lease s3://{self.bucket}/{self.key} was taken over by another writer"
                     logger.warning("%s", self.lost_reason)
@@ -216,7 +217,7 @@ class _Lease:
             return  # not ours any more: leave it to its new holder
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
-        except ClientError as error:
+        except self.client.exceptions.ClientError as error:
             if not (_is_precondition_failure(error) or _error_code(error) in ("NoSuchKey", "404")):
                 logger.warning(
                     "could not release lease s3://%s/%s (it expires by itself): %s", self.bucket, self.key, error
@@ -251,13 +252,13 @@ def s3_day_lock(
             response = client.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode(), IfNoneMatch="*")
             lease = _Lease(client, bucket, key, response["ETag"], body, lease_s)
             break
-        except ClientError as error:
+        except client.exceptions.ClientError as error:
             if not _is_precondition_failure(error):
                 raise
         try:
             current = client.get_object(Bucket=bucket, Key=key)
             text = current["Body"].read()
-        except ClientError as error:
+        except client.exceptions.ClientError as error:
             if _error_code(error) in ("NoSuchKey", "404"):
                 continue  # released meanwhile: try again at once
             raise
@@ -267,7 +268,7 @@ def s3_day_lock(
                 response = client.put_object(
                     Bucket=bucket, Key=key, Body=json.dumps(body).encode(), IfMatch=current["ETag"]
                 )
-            except ClientError as error:
+            except client.exceptions.ClientError as error:
                 if not _is_precondition_failure(error):
                     raise
                 continue  # another waiter took it over first
