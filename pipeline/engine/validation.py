@@ -70,18 +70,20 @@ class SchemaJudge:
         self.day_window = f"outside {day.isoformat()} UTC ±{tolerance} min"
         self.schema = build_schema(spec, self.earliest, self.latest)
         self._partial_schemas: dict[tuple[str, ...], pa.DataFrameSchema] = {}
+        # Built once, not per batch: the expressions depend only on the schema.
+        self._passes_per_column = [
+            pl.all_horizontal(conditions).alias(name)
+            for name, column in self.schema.columns.items()
+            if (conditions := _passes(name, column))
+        ]
 
     def suspects(self, typed_frame: pl.DataFrame) -> tuple[pl.Series, list[str]]:
         """Rows that may fail the schema, and the columns they may fail on, in one polars query."""
-        per_column = {
-            name: pl.all_horizontal(conditions).alias(name)
-            for name, column in self.schema.columns.items()
-            if (conditions := _passes(name, column))
-        }
-        if not per_column:
+        if not self._passes_per_column:
             return typed_frame[ROW].clear(), []
-        outcome = typed_frame.select(*per_column.values())
-        failing = [name for name in outcome.columns if not outcome[name].all()]
+        outcome = typed_frame.select(self._passes_per_column)
+        all_pass = outcome.select(pl.all().all()).row(0, named=True)
+        failing = [name for name in outcome.columns if not all_pass[name]]
         if not failing:
             return typed_frame[ROW].clear(), []
         ok = outcome.select(pl.all_horizontal(failing).alias("ok"))["ok"]
