@@ -284,7 +284,8 @@ class PartitionParser:
             (~in_format).any().alias("__off_format"),
             *((in_format & pl.col(name)).any().alias(name) for name in (f"__failed_{i}" for i in range(len(flags)))),
         ]
-        return _CastPlan([*raw_values, *cleaned], typed_exprs, flags, [(name, check) for name, check, _ in failures], found)
+        kinds = [(name, check) for name, check, _ in failures]
+        return _CastPlan([*raw_values, *cleaned], typed_exprs, flags, kinds, found)
 
     def _typed_frame(self, records: pl.DataFrame, file_format: RecordFormat) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         """Extract every column with the format and cast it; return the frame (one row per
