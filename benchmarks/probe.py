@@ -25,27 +25,28 @@ from pathlib import Path
 from benchmarks.workload import ingest_day
 
 
+def _status_mb(names: tuple[str, ...]) -> dict[str, float]:
+    """The named memory figures of `/proc/self/status` (Linux), in MiB."""
+    figures: dict[str, float] = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in names:
+                figures[name] = int(value.split()[0]) / 1024
+    return figures
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process, in MiB."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: kB on most systems
+        return _status_mb(("VmHWM",))["VmHWM"]
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: kB on most systems
 
 
 def resident_parts_mb() -> dict[str, float]:
     """This process's resident memory now, in MiB: total, anonymous and file-backed."""
-    parts: dict[str, float] = {}
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile"):
-                parts[name] = int(value.split()[0]) / 1024
-    return parts
+    return _status_mb(("VmRSS", "RssAnon", "RssFile"))
 
 
 class ResidentSampler:

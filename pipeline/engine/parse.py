@@ -78,9 +78,10 @@ class _CastPlan:
     # their own lets polars share each cast between the typed column and its failure flags,
     # which it did not when the cleaning was part of both (a timestamp with null values was
     # parsed three times: 17 against 5 ms per 4 MiB batch of ALB lines).
-    raw_values: list[pl.Expr]
-    typed: list[pl.Expr]  # each field cast to its type, under its own name
-    flags: list[pl.Expr]  # `__failed_<i>`: true where failure i happened
+    clean: list[pl.Expr]
+    # Second step: each field cast to its type under its own name, and `__failed_<i>`, true
+    # where failure i happened.
+    cast: list[pl.Expr]
     failures: list[tuple[str, str]]  # (field, check) of failure i
     found: list[pl.Expr]  # one boolean per kind of problem: does the batch have any?
 
@@ -275,17 +276,18 @@ class PartitionParser:
             typed, field_failures = self._typed(name, field)
             typed_exprs.append(typed)
             failures.extend((name, check, flag) for flag, check in field_failures)
-        flags = [flag.alias(f"__failed_{index}") for index, (_name, _check, flag) in enumerate(failures)]
+        flag_names = [f"__failed_{index}" for index in range(len(failures))]
+        flags = [flag.alias(flag_name) for (_name, _check, flag), flag_name in zip(failures, flag_names, strict=True)]
         # The text as read, for the reasons; taken in the same step that cleans the columns.
         raw_values = [pl.col(name).alias(f"__raw_{name}") for name in dict.fromkeys(name for name, _, _ in failures)]
         in_format = pl.col(LINE_PROBLEM).is_null()
         found = [
             pl.col(RAW_BYTES).is_not_null().any().alias("__not_utf8"),
             (~in_format).any().alias("__off_format"),
-            *((in_format & pl.col(name)).any().alias(name) for name in (f"__failed_{i}" for i in range(len(flags)))),
+            *((in_format & pl.col(flag_name)).any().alias(flag_name) for flag_name in flag_names),
         ]
         kinds = [(name, check) for name, check, _ in failures]
-        return _CastPlan([*raw_values, *cleaned], typed_exprs, flags, kinds, found)
+        return _CastPlan([*raw_values, *cleaned], [*typed_exprs, *flags], kinds, found)
 
     def _typed_frame(self, records: pl.DataFrame, file_format: RecordFormat) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         """Extract every column with the format and cast it; return the frame (one row per
@@ -296,7 +298,7 @@ class PartitionParser:
         extracted = file_format.extract(records)
         frame = pl.concat([records.select(_ROW, "line_number", TEXT, RAW_BYTES), extracted], how="horizontal")
         # Typed columns and, for non-string fields, flags for values that failed to parse.
-        frame = frame.lazy().with_columns(*plan.raw_values).with_columns(*plan.typed, *plan.flags).collect()
+        frame = frame.lazy().with_columns(plan.clean).with_columns(plan.cast).collect()
         # One pass finds which kinds of problem the batch has at all: most batches have a few of
         # the dozens possible, and gathering the rows of each kind costs a pass of its own.
         found = frame.select(plan.found).row(0, named=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pipeline.engine.objects import ObjectNotFoundError, ObjectStoreError
 
 # Error codes of responses that may succeed if tried again later. Any 5xx is transient too.
-TRANSIENT_CODES = frozenset(
+_TRANSIENT_CODES = frozenset(
     {
         "SlowDown",
         "Throttling",
@@ -29,9 +29,9 @@ TRANSIENT_CODES = frozenset(
         "PreconditionFailed",
     }
 )
-NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 # What an operator should check for the usual permanent errors.
-HINTS = {
+_HINTS = {
     "AccessDenied": "the credentials in use are not allowed to do this; check the IAM and bucket policies",
     "AllAccessDisabled": "all access to this bucket has been disabled",
     "NoSuchBucket": "the bucket does not exist; check the URL, AWS_ENDPOINT_URL and the region",
@@ -62,9 +62,9 @@ def s3_error(
     head = f"S3 {operation}{by} failed for bucket {bucket!r}, key {key!r} (s3://{bucket}/{key}): {code}"
     head += f" (HTTP {status})" if status else ""
     head += f": {text}" if text else ""
-    if code in NOT_FOUND_CODES:
+    if code in _NOT_FOUND_CODES:
         return ObjectNotFoundError(f"{head}; the object does not exist", bucket=bucket, key=key, code=code)
-    if transient or status >= 500 or status in (408, 429) or code in TRANSIENT_CODES:
+    if transient or status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
         tried = f"after {attempts} attempt(s)" if attempts else "through the client's retries"
         return ObjectStoreError(
             f"{head}; still failing {tried}, a later retry may succeed",
@@ -73,5 +73,5 @@ def s3_error(
             code=code,
             retryable=True,
         )
-    hint = HINTS.get(code, "retrying will not help")
+    hint = _HINTS.get(code, "retrying will not help")
     return ObjectStoreError(f"{head}; {hint} (not retried)", bucket=bucket, key=key, code=code)
